@@ -1,0 +1,158 @@
+//! `quire dev`: the whole system in one process on embedded defaults.
+//!
+//! SQLite file + local output directory + database queue, all under `--data-dir`. Ctrl-C
+//! stops accepting requests, lets in-flight reports finish for a grace period and hands
+//! the rest back to the queue, so the next start picks them up: nothing is lost.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use quire_api::{ApiConfig, AppState};
+use quire_core::derive_key;
+use quire_core::dispatch::QueueDispatcher;
+use quire_core::queue::DatabaseQueue;
+use quire_core::storage::LocalStorage;
+use quire_core::store::SqliteStore;
+use quire_render::DataSources;
+use quire_worker::{Worker, WorkerConfig};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Address the API listens on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the database, outputs and the generated secret live.
+    #[arg(long, default_value = "./quire-data")]
+    pub data_dir: PathBuf,
+    /// Data sources for `dataset` reports (TOML); default `DATA_DIR/sources.toml` if present.
+    #[arg(long, env = "QUIRE_DATA_SOURCES_FILE")]
+    pub data_sources: Option<PathBuf>,
+    /// Reports rendered at once.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Seconds in-flight reports may finish in after Ctrl-C.
+    #[arg(long, default_value_t = 10)]
+    pub shutdown_grace: u64,
+}
+
+/// A running `quire dev`: tests start one on port 0 and stop it with [`Dev::stop`].
+pub struct Dev {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Dev {
+    /// Asks everything to stop and waits until it has.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let dev = start(&args).await?;
+    println!("Quire is listening on http://{}", dev.addr);
+    println!("Data (SQLite database, outputs, secret) is in {}", args.data_dir.display());
+    println!("Press Ctrl-C to stop.");
+    quire_core::telemetry::shutdown_signal().await;
+    println!("Stopping: letting in-flight reports finish (up to {} s)…", args.shutdown_grace);
+    dev.stop().await;
+    Ok(())
+}
+
+/// Starts the API server, the worker and the pending-report sweep.
+pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    let secret = load_or_create_secret(&args.data_dir.join("secret.key"))?;
+
+    let store = SqliteStore::open(&args.data_dir.join("quire.db")).await.context("opening SQLite")?;
+    store.migrate().await.context("migrating SQLite")?;
+    let queue = Arc::new(DatabaseQueue::sqlite(store.pool().clone()));
+    let store = Arc::new(store);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = format!("http://{addr}/").parse().context("the public URL")?;
+    let local = Arc::new(LocalStorage::new(
+        args.data_dir.join("outputs"),
+        public_url,
+        derive_key(&secret, "download-links"),
+    )?);
+
+    let sources_file = args.data_sources.clone().or_else(|| {
+        let default = args.data_dir.join("sources.toml");
+        default.is_file().then_some(default)
+    });
+    let sources = match &sources_file {
+        Some(path) => DataSources::from_file(path)
+            .with_context(|| format!("loading data sources from {}", path.display()))?,
+        None => DataSources::empty(),
+    };
+
+    let dispatcher = Arc::new(QueueDispatcher::new(store.clone(), queue.clone()));
+    let jwt_secret = SecretString::from(hex::encode(derive_key(&secret, "jwt")));
+    let state = AppState::new(
+        ApiConfig::new(jwt_secret),
+        store.clone(),
+        dispatcher.clone(),
+        local.clone(),
+        queue.clone(),
+        Some(local.clone()),
+    );
+    let worker = Arc::new(Worker::new(
+        store,
+        queue,
+        local,
+        Arc::new(sources),
+        WorkerConfig {
+            concurrency: args.concurrency.max(1),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace),
+            // One process: the in-process wake-up makes long polls cheap.
+            poll_wait: Duration::from_secs(5),
+            ..WorkerConfig::default()
+        },
+    ));
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let server_stop = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = quire_api::serve(listener, quire_api::app(state), server_stop.cancelled_owned()).await {
+            tracing::error!(error = %e, "the API server stopped");
+        }
+    });
+    tasks.spawn(worker.run(shutdown.clone()));
+    let sweep_stop = shutdown.clone();
+    tasks.spawn(async move {
+        dispatcher.sweep_pending(Duration::from_secs(10), Duration::from_secs(10), sweep_stop).await;
+    });
+    Ok(Dev { addr, shutdown, tasks })
+}
+
+/// The 32-byte root secret of this data directory, created on first start (mode 0600), so
+/// tokens and download links survive restarts.
+fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let key = hex::decode(text.trim()).context("secret.key is not hex")?;
+        anyhow::ensure!(key.len() >= 32, "secret.key is shorter than 32 bytes");
+        return Ok(key);
+    }
+    let key: [u8; 32] = rand::random();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, hex::encode(key).as_bytes())?;
+    Ok(key.to_vec())
+}

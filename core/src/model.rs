@@ -1,0 +1,192 @@
+//! Records as the rest of the system sees them, independent of the database they live in.
+
+use chrono::{DateTime, Utc};
+use quire_crds::{ReportFormat, ReportStatus, ReportType};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A registered user. The password hash never leaves the store through this type.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user together with the bcrypt hash of their password, for sign-in only.
+#[derive(Clone)]
+pub struct UserCredentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for UserCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCredentials")
+            .field("user", &self.user)
+            .field("password_hash", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A user to create. `email` must already be normalised.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A refresh token as stored: only the SHA-256 of the secret is kept.
+///
+/// Tokens of one sign-in form a family: refreshing spends one token and issues the next
+/// of the same family; presenting a spent token revokes the whole family.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefreshToken {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub family_id: Uuid,
+    pub token_hash: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub spent_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A report as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub report_type: ReportType,
+    pub format: ReportFormat,
+    /// Canonical parameters (defaults filled in), as validated by the API.
+    pub parameters: Value,
+    pub status: ReportStatus,
+    /// 0–100.
+    pub progress: i32,
+    /// How many times a worker has claimed it.
+    pub attempts: i32,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    /// The worker currently holding the lease, while `running`.
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub idempotency_key: Option<String>,
+    /// SHA-256 (hex) of the request body an idempotency key was first used with.
+    pub request_fingerprint: Option<String>,
+    /// Where the output lives in output storage (derived from the report id).
+    pub output_key: Option<String>,
+    /// Human-readable location of the output (file path or `s3://` URI).
+    pub output_file_path: Option<String>,
+    pub output_size: Option<i64>,
+    /// SHA-256 (hex) of the output bytes.
+    pub output_checksum: Option<String>,
+    /// The last download URL handed out, and when it stops working.
+    pub download_url: Option<String>,
+    pub download_url_expires_at: Option<DateTime<Utc>>,
+}
+
+/// A report to create, in `pending` state.
+#[derive(Clone, Debug)]
+pub struct NewReport {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub report_type: ReportType,
+    pub format: ReportFormat,
+    pub parameters: Value,
+    pub idempotency_key: Option<String>,
+    pub request_fingerprint: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What `insert_report` did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Inserted {
+    /// A new report row was written.
+    Created(Report),
+    /// The user already has a report with this idempotency key; here it is, unchanged.
+    Existing(Report),
+}
+
+/// Which page of a user's reports to list. Reports are ordered newest first by id
+/// (UUIDv7, so by creation time).
+#[derive(Clone, Debug, Default)]
+pub struct ReportFilter {
+    pub status: Option<ReportStatus>,
+    /// Only reports created before the report with this id (exclusive): the cursor.
+    pub before: Option<Uuid>,
+    pub limit: u32,
+}
+
+/// A worker's hold on a running report. The lease is renewed while the worker works; a
+/// report whose lease expired may be claimed by another worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What `claim_report` did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Claim {
+    /// The report is now `running` under the caller's lease, `attempts` incremented.
+    Claimed(Report),
+    /// Another worker holds a live lease on it.
+    Leased(Report),
+    /// It is `completed`, `failed` or `cancelled`: nothing to do.
+    Finished(Report),
+    /// No such report.
+    Missing,
+}
+
+/// Where a finished output was stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredOutput {
+    pub key: String,
+    /// Human-readable location (file path or `s3://bucket/key`).
+    pub location: String,
+    pub size: u64,
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+}
+
+/// What `cancel_report` did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cancelled {
+    /// The report is now `cancelled`.
+    Cancelled(Report),
+    /// It had already finished (`completed`, `failed` or `cancelled`).
+    AlreadyFinished(Report),
+    /// The user has no such report.
+    Missing,
+}
+
+/// Counts for the profile report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportCounts {
+    /// (type, status, count), only non-zero combinations.
+    pub by_type_and_status: Vec<(ReportType, ReportStatus, i64)>,
+}
+
+impl ReportCounts {
+    pub fn total(&self) -> i64 {
+        self.by_type_and_status.iter().map(|(_, _, n)| n).sum()
+    }
+
+    pub fn with_status(&self, status: ReportStatus) -> i64 {
+        self.by_type_and_status.iter().filter(|(_, s, _)| *s == status).map(|(_, _, n)| n).sum()
+    }
+
+    pub fn with_type(&self, report_type: ReportType) -> i64 {
+        self.by_type_and_status.iter().filter(|(t, _, _)| *t == report_type).map(|(_, _, n)| n).sum()
+    }
+}

@@ -1,0 +1,209 @@
+//! Output storage in a local directory, for the embedded mode and single-host deployments.
+//!
+//! Downloads are served by the API server at `/files/{key}` behind an HMAC-SHA256 signed,
+//! expiring URL ([`LocalStorage::download_url`] signs, [`LocalStorage::verify`] checks), the
+//! local equivalent of an S3 presigned URL: whoever holds the link may download until it
+//! expires, and nobody can forge or extend one without the signing key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use url::Url;
+
+use super::{DownloadUrl, ObjectMeta, OutputStorage};
+use crate::model::StoredOutput;
+use crate::{Error, Result};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Outputs under a root directory; see the module docs.
+pub struct LocalStorage {
+    root: PathBuf,
+    /// Where the API server is reachable, e.g. `http://127.0.0.1:8080/`.
+    public_url: Url,
+    signing_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for LocalStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStorage")
+            .field("root", &self.root)
+            .field("public_url", &self.public_url.as_str())
+            .field("signing_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why a `/files/…` request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("the download link is malformed or its signature does not match")]
+    BadSignature,
+    #[error("the download link has expired")]
+    Expired,
+    #[error("the file no longer exists")]
+    Gone,
+}
+
+/// A verified download: the file to stream and how to present it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedFile {
+    pub path: PathBuf,
+    pub meta: ObjectMeta,
+}
+
+impl LocalStorage {
+    /// Storage rooted at `root` (created if missing). `signing_key` must be at least 32 bytes.
+    pub fn new(root: impl Into<PathBuf>, public_url: Url, signing_key: Vec<u8>) -> Result<Self> {
+        if signing_key.len() < 32 {
+            return Err(Error::Invalid("the download signing key must be at least 32 bytes".into()));
+        }
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root, public_url, signing_key })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file for `key`, refusing keys that could escape the root.
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        let ok = !key.is_empty()
+            && !key.starts_with('/')
+            && key.split('/').all(|part| {
+                !part.is_empty()
+                    && part != "."
+                    && part != ".."
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            });
+        if !ok {
+            return Err(Error::Invalid(format!("invalid storage key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+
+    /// The MAC over everything a link promises: key, expiry and how the file is served.
+    fn mac(&self, key: &str, expires: i64, meta: &ObjectMeta) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.signing_key).expect("HMAC takes any key length");
+        // Length-prefixed fields, so no two different tuples sign the same bytes.
+        for field in [key, &expires.to_string(), &meta.content_type, &meta.file_name] {
+            mac.update(&(field.len() as u64).to_be_bytes());
+            mac.update(field.as_bytes());
+        }
+        mac
+    }
+
+    /// Checks a `/files/{key}` request's query and returns the file to serve.
+    pub fn verify(
+        &self,
+        key: &str,
+        expires: i64,
+        content_type: &str,
+        file_name: &str,
+        signature_hex: &str,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<VerifiedFile, LinkError> {
+        let meta = ObjectMeta { content_type: content_type.to_owned(), file_name: file_name.to_owned() };
+        let given = hex::decode(signature_hex).map_err(|_| LinkError::BadSignature)?;
+        // Constant-time comparison.
+        self.mac(key, expires, &meta).verify_slice(&given).map_err(|_| LinkError::BadSignature)?;
+        if now.timestamp() > expires {
+            return Err(LinkError::Expired);
+        }
+        let path = self.path_of(key).map_err(|_| LinkError::BadSignature)?;
+        if !path.is_file() {
+            return Err(LinkError::Gone);
+        }
+        Ok(VerifiedFile { path, meta })
+    }
+}
+
+#[async_trait]
+impl OutputStorage for LocalStorage {
+    #[tracing::instrument(skip_all, fields(key))]
+    async fn put_file(&self, key: &str, path: &Path, _meta: &ObjectMeta) -> Result<StoredOutput> {
+        let dest = self.path_of(key)?;
+        let dir = dest.parent().expect("a key always has a file name under the root");
+        tokio::fs::create_dir_all(dir).await?;
+        // Copy (streaming, hashing as we go) to a temporary name, then rename: readers see
+        // either no file or the whole file, and a repeated put replaces it atomically.
+        let tmp = dir.join(format!(".{}.partial", uuid::Uuid::new_v4().simple()));
+        let result = async {
+            let mut src = tokio::fs::File::open(path).await?;
+            let mut dst = tokio::fs::File::create(&tmp).await?;
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = src.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                dst.write_all(&buf[..n]).await?;
+                size += n as u64;
+            }
+            dst.sync_all().await?;
+            tokio::fs::rename(&tmp, &dest).await?;
+            Ok::<_, std::io::Error>((size, hex::encode(hasher.finalize())))
+        }
+        .await;
+        match result {
+            Ok((size, sha256)) => Ok(StoredOutput {
+                key: key.to_owned(),
+                location: dest.display().to_string(),
+                size,
+                sha256,
+            }),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(Error::Storage(format!("storing {key}: {e}")))
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match tokio::fs::remove_file(self.path_of(key)?).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Storage(format!("deleting {key}: {e}"))),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(tokio::fs::try_exists(self.path_of(key)?).await?)
+    }
+
+    async fn download_url(&self, key: &str, meta: &ObjectMeta, ttl: Duration) -> Result<DownloadUrl> {
+        self.path_of(key)?;
+        let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let expires = expires_at.timestamp();
+        let signature = hex::encode(self.mac(key, expires, meta).finalize().into_bytes());
+        let mut url = self
+            .public_url
+            .join(&format!("files/{key}"))
+            .map_err(|e| Error::Invalid(format!("download URL for {key}: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("expires", &expires.to_string())
+            .append_pair("content_type", &meta.content_type)
+            .append_pair("file_name", &meta.file_name)
+            .append_pair("signature", &signature);
+        Ok(DownloadUrl {
+            url: url.into(),
+            expires_at: DateTime::from_timestamp(expires, 0).expect("a timestamp we just made"),
+        })
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let probe = self.root.join(".quire-ping");
+        tokio::fs::write(&probe, b"ok").await?;
+        tokio::fs::remove_file(&probe).await?;
+        Ok(())
+    }
+}

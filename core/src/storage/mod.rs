@@ -1,0 +1,59 @@
+//! Output storage: where rendered files live and how users download them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::Result;
+use crate::model::StoredOutput;
+
+pub mod local;
+
+pub use local::LocalStorage;
+
+/// How a stored object is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// `Content-Type` of the download.
+    pub content_type: String,
+    /// File name suggested to the browser (`Content-Disposition: attachment; filename=…`).
+    pub file_name: String,
+}
+
+/// An expiring link to a stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadUrl {
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Stores rendered outputs under keys derived from the report id, so a second delivery of
+/// the same work overwrites the same object instead of producing a second one.
+#[async_trait]
+pub trait OutputStorage: Send + Sync + 'static {
+    /// Stores the file at `path` under `key`, streaming it; returns its size and checksum.
+    async fn put_file(&self, key: &str, path: &Path, meta: &ObjectMeta) -> Result<StoredOutput>;
+    /// Deletes the object; deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// True when an object is stored under `key`.
+    async fn exists(&self, key: &str) -> Result<bool>;
+    /// A URL that downloads the object until `ttl` from now.
+    async fn download_url(&self, key: &str, meta: &ObjectMeta, ttl: Duration) -> Result<DownloadUrl>;
+    /// Succeeds when the storage is reachable and writable.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// The storage key of a report's output: `{user_id}/{report_id}.{ext}`.
+pub fn output_key(report: &crate::model::Report) -> String {
+    format!("{}/{}.{}", report.user_id, report.id, report.format.extension())
+}
+
+/// How a report's output is served.
+pub fn output_meta(report: &crate::model::Report) -> ObjectMeta {
+    ObjectMeta {
+        content_type: report.format.content_type().to_owned(),
+        file_name: format!("quire-{}-{}.{}", report.report_type, report.id, report.format.extension()),
+    }
+}

@@ -1,0 +1,120 @@
+//! The record store: users, refresh tokens and reports.
+//!
+//! One trait, two implementations sharing their SQL ([`postgres::PgStore`] for production,
+//! [`sqlite::SqliteStore`] for the embedded mode). Every state change of a report is a
+//! single conditional `UPDATE`, so two workers, a retry and a cancel can race safely: the
+//! loser's update matches no row and it learns so from the `bool`/enum it gets back.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::Result;
+use crate::model::{
+    Cancelled, Claim, Inserted, Lease, NewReport, NewUser, RefreshToken, Report, ReportCounts,
+    ReportFilter, StoredOutput, User, UserCredentials,
+};
+
+pub mod postgres;
+pub mod sqlite;
+mod sql;
+mod timestamp;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Users, refresh tokens and reports. See the module docs for the concurrency contract.
+#[async_trait]
+pub trait RecordStore: Send + Sync + 'static {
+    /// Succeeds when the database answers a trivial query.
+    async fn ping(&self) -> Result<()>;
+
+    // ---- users -------------------------------------------------------------------------
+
+    /// Creates a user; [`Error::Conflict`](crate::Error::Conflict) if the email is taken.
+    async fn create_user(&self, user: NewUser) -> Result<User>;
+    async fn user(&self, id: Uuid) -> Result<Option<User>>;
+    /// Looks a user up by normalised email, with the password hash, for sign-in.
+    async fn credentials(&self, email: &str) -> Result<Option<UserCredentials>>;
+
+    // ---- refresh tokens ----------------------------------------------------------------
+
+    async fn insert_refresh_token(&self, token: RefreshToken) -> Result<()>;
+    async fn refresh_token(&self, token_hash: &[u8]) -> Result<Option<RefreshToken>>;
+    /// Marks an unspent, unrevoked token spent. `false` if it already was (a reuse race).
+    async fn spend_refresh_token(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
+    /// Revokes every token of a family; returns how many were newly revoked.
+    async fn revoke_token_family(&self, family_id: Uuid, now: DateTime<Utc>) -> Result<u64>;
+
+    // ---- reports: API side -------------------------------------------------------------
+
+    /// Stores a `pending` report. With an idempotency key the user already used, returns
+    /// the existing report instead and writes nothing.
+    async fn insert_report(&self, report: NewReport) -> Result<Inserted>;
+    /// Any report by id, whoever owns it (worker, dispatcher, controller).
+    async fn report(&self, id: Uuid) -> Result<Option<Report>>;
+    /// A report only if `user_id` owns it.
+    async fn user_report(&self, user_id: Uuid, id: Uuid) -> Result<Option<Report>>;
+    /// One page of the user's reports, newest first.
+    async fn list_reports(&self, user_id: Uuid, filter: &ReportFilter) -> Result<Vec<Report>>;
+    /// Counts of the user's reports by type and status.
+    async fn report_counts(&self, user_id: Uuid) -> Result<ReportCounts>;
+    /// The user's reports created at or after `since`, oldest first, at most `limit`.
+    async fn reports_since(
+        &self,
+        user_id: Uuid,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Report>>;
+    /// Cancels a report of the user's that has not finished.
+    async fn cancel_report(&self, user_id: Uuid, id: Uuid, now: DateTime<Utc>) -> Result<Cancelled>;
+    /// Deletes a report row (only used to undo an insert whose dispatch could not be recorded).
+    async fn delete_report(&self, id: Uuid) -> Result<bool>;
+    /// Remembers the download URL handed out for a completed report.
+    async fn set_download_url(
+        &self,
+        id: Uuid,
+        url: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
+
+    // ---- reports: dispatch side --------------------------------------------------------
+
+    /// `pending` → `queued`. `false` if it was no longer pending (already claimed, cancelled).
+    async fn mark_queued(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
+    /// Reports still `pending` that were created before `created_before`, oldest first.
+    async fn pending_reports(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Report>>;
+
+    // ---- reports: worker side ----------------------------------------------------------
+
+    /// Takes the report for `lease.owner` if it is `pending`/`queued`, or `running` under an
+    /// expired lease; increments `attempts` and sets `started_at` on success.
+    async fn claim_report(&self, id: Uuid, lease: &Lease, now: DateTime<Utc>) -> Result<Claim>;
+    /// Extends the lease. `false` if the caller no longer holds it (expired and taken, or
+    /// the report was cancelled): the caller must stop working on it.
+    async fn renew_lease(&self, id: Uuid, lease: &Lease) -> Result<bool>;
+    /// Records progress (0–100) under the caller's lease. `false` as for `renew_lease`.
+    async fn set_progress(&self, id: Uuid, owner: &str, progress: i32) -> Result<bool>;
+    /// `running` → `completed` under the caller's lease, recording the output.
+    /// `false` if the lease was lost or the report cancelled: the caller discards the output.
+    async fn complete_report(
+        &self,
+        id: Uuid,
+        owner: &str,
+        output: &StoredOutput,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Records a failed attempt under the caller's lease: back to `queued` for a retry, or
+    /// `failed` for good when `give_up`. `false` if the lease was lost or it was cancelled.
+    async fn fail_attempt(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        give_up: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Hands a running report back (`queued`, lease cleared) without counting a failure,
+    /// e.g. on graceful shutdown. `false` if the caller did not hold it.
+    async fn release_report(&self, id: Uuid, owner: &str, now: DateTime<Utc>) -> Result<bool>;
+}

@@ -1,0 +1,113 @@
+//! Quire's worker: receives work messages, claims the report under a lease, renders it,
+//! stores the output and records the outcome.
+//!
+//! The shape follows zero2prod's `try_execute_task`: [`Worker::process`] handles one
+//! delivery from start to finish and returns an [`Outcome`], so tests drive it directly;
+//! [`Worker::run`] is the loop around it (long poll, bounded concurrency, graceful shutdown).
+//!
+//! Invariants:
+//! - The message is only a pointer: ownership, type, format and parameters come from the
+//!   report row, never from the message body.
+//! - A message is deleted only after the outcome is committed to the record store.
+//! - Every state change goes through the store's conditional updates under this worker's
+//!   lease, so duplicate deliveries, lease expiry and cancellation race safely.
+
+mod render;
+mod run;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quire_core::queue::WorkQueue;
+use quire_core::storage::OutputStorage;
+use quire_core::store::RecordStore;
+use quire_render::DataSources;
+
+pub use run::Outcome;
+
+/// Tuning of a worker. Defaults suit production; tests shorten the durations.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Identifies this worker in leases and logs (unique per process).
+    pub worker_id: String,
+    /// How many reports render at once.
+    pub concurrency: usize,
+    /// How long a claim (report lease and message visibility) lasts without a heartbeat.
+    pub lease: Duration,
+    /// How often the lease is renewed while rendering (well under `lease`).
+    pub heartbeat: Duration,
+    /// How often progress is written while rendering, when it changed.
+    pub progress_interval: Duration,
+    /// Attempts before a report is `failed` for good.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles with every further attempt.
+    pub backoff_base: Duration,
+    /// Ceiling of the retry delay.
+    pub backoff_max: Duration,
+    /// Long-poll wait of one receive.
+    pub poll_wait: Duration,
+    /// On shutdown, how long in-flight renders may run on before they are handed back.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: default_worker_id(),
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            lease: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(15),
+            progress_interval: Duration::from_millis(500),
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(300),
+            poll_wait: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `host-pid-random`: readable in logs, unique across restarts.
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+/// Everything a worker needs; cheap to share between its tasks.
+pub struct Worker {
+    store: Arc<dyn RecordStore>,
+    queue: Arc<dyn WorkQueue>,
+    storage: Arc<dyn OutputStorage>,
+    sources: Arc<DataSources>,
+    http: reqwest::Client,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn RecordStore>,
+        queue: Arc<dyn WorkQueue>,
+        storage: Arc<dyn OutputStorage>,
+        sources: Arc<DataSources>,
+        config: WorkerConfig,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("quire-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client's TLS backend initialises");
+        Self { store, queue, storage, sources, http, config }
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Delay before retrying after the `attempt`-th failure: exponential, capped, with
+    /// up to 20% jitter so retries of many reports do not arrive in lockstep.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.config.backoff_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let capped = exp.min(self.config.backoff_max);
+        let jitter = capped.mul_f64(rand::random::<f64>() * 0.2);
+        capped.saturating_add(jitter).min(self.config.backoff_max)
+    }
+}
