@@ -42,7 +42,12 @@ impl QueueDispatcher {
 
     /// Re-dispatches reports that have stayed `pending` for longer than `grace`, every
     /// `every`, until `shutdown` fires.
-    pub async fn sweep_pending(&self, grace: Duration, every: Duration, shutdown: CancellationToken) {
+    pub async fn sweep_pending(
+        &self,
+        grace: Duration,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

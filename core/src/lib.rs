@@ -49,7 +49,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// links) without using the same key for two of them.
 pub fn derive_key(secret: &[u8], label: &str) -> Vec<u8> {
     use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(b"quire/");
     mac.update(label.as_bytes());
     mac.finalize().into_bytes().to_vec()

@@ -183,10 +183,18 @@ impl ReportCounts {
     }
 
     pub fn with_status(&self, status: ReportStatus) -> i64 {
-        self.by_type_and_status.iter().filter(|(_, s, _)| *s == status).map(|(_, _, n)| n).sum()
+        self.by_type_and_status
+            .iter()
+            .filter(|(_, s, _)| *s == status)
+            .map(|(_, _, n)| n)
+            .sum()
     }
 
     pub fn with_type(&self, report_type: ReportType) -> i64 {
-        self.by_type_and_status.iter().filter(|(t, _, _)| *t == report_type).map(|(_, _, n)| n).sum()
+        self.by_type_and_status
+            .iter()
+            .filter(|(t, _, _)| *t == report_type)
+            .map(|(_, _, n)| n)
+            .sum()
     }
 }

@@ -11,7 +11,11 @@ pub fn init() {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let json = std::env::var("QUIRE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     // `try_init` so tests and embedders that installed their own subscriber keep it.
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

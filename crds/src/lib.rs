@@ -170,7 +170,10 @@ mod tests {
     #[test]
     fn unknown_spelling_names_the_choices() {
         let err = "xlsx".parse::<ReportFormat>().unwrap_err();
-        assert_eq!(err.to_string(), "unknown ReportFormat `xlsx`; expected one of: pdf, csv, json");
+        assert_eq!(
+            err.to_string(),
+            "unknown ReportFormat `xlsx`; expected one of: pdf, csv, json"
+        );
     }
 
     #[test]

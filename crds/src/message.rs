@@ -26,7 +26,13 @@ pub struct WorkMessage {
 impl WorkMessage {
     /// A message for the current version.
     pub fn new(report_id: Uuid, user_id: Uuid, report_type: ReportType, attempt: u32) -> Self {
-        Self { version: WORK_MESSAGE_VERSION, report_id, user_id, report_type, attempt }
+        Self {
+            version: WORK_MESSAGE_VERSION,
+            report_id,
+            user_id,
+            report_type,
+            attempt,
+        }
     }
 
     /// Serialises the message to its JSON body.
@@ -60,9 +66,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_future_versions() {
-        assert!(WorkMessage::from_body("not json").unwrap_err().contains("malformed"));
+        assert!(
+            WorkMessage::from_body("not json")
+                .unwrap_err()
+                .contains("malformed")
+        );
         let mut m = WorkMessage::new(Uuid::nil(), Uuid::nil(), ReportType::Profile, 1);
         m.version = 99;
-        assert!(WorkMessage::from_body(&m.to_body()).unwrap_err().contains("version 99"));
+        assert!(
+            WorkMessage::from_body(&m.to_body())
+                .unwrap_err()
+                .contains("version 99")
+        );
     }
 }

@@ -33,7 +33,9 @@ impl ActivityParameters {
 
 impl Default for ActivityParameters {
     fn default() -> Self {
-        Self { days: Self::default_days() }
+        Self {
+            days: Self::default_days(),
+        }
     }
 }
 
@@ -70,8 +72,15 @@ pub struct ParameterError {
 impl ReportParameters {
     /// Parses and validates `value` (`null` counts as `{}`) for `report_type`.
     pub fn parse(report_type: ReportType, value: &Value) -> Result<Self, ParameterError> {
-        let fail = |reason: String| ParameterError { report_type, reason };
-        let value = if value.is_null() { Value::Object(Default::default()) } else { value.clone() };
+        let fail = |reason: String| ParameterError {
+            report_type,
+            reason,
+        };
+        let value = if value.is_null() {
+            Value::Object(Default::default())
+        } else {
+            value.clone()
+        };
         if !value.is_object() {
             return Err(fail("must be a JSON object".into()));
         }
@@ -105,7 +114,9 @@ impl ReportParameters {
             Self::Dataset(p) => {
                 let name_ok = !p.source.is_empty()
                     && p.source.len() <= 64
-                    && p.source.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                    && p.source
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
                 if !name_ok {
                     return Err(format!(
                         "`source` must be the name of a configured data source (letters, digits, `-`, `_`), got {:?}",
@@ -115,10 +126,14 @@ impl ReportParameters {
                 if let Some(limit) = p.limit
                     && !(1..=MAX_DATASET_ROWS).contains(&limit)
                 {
-                    return Err(format!("`limit` must be between 1 and {MAX_DATASET_ROWS}, got {limit}"));
+                    return Err(format!(
+                        "`limit` must be between 1 and {MAX_DATASET_ROWS}, got {limit}"
+                    ));
                 }
                 if let Some(columns) = &p.columns
-                    && (columns.is_empty() || columns.len() > 64 || columns.iter().any(|c| c.is_empty()))
+                    && (columns.is_empty()
+                        || columns.len() > 64
+                        || columns.iter().any(|c| c.is_empty()))
                 {
                     return Err("`columns` must list 1 to 64 non-empty column names".into());
                 }
@@ -157,7 +172,8 @@ mod tests {
     fn limits_are_bounded() {
         assert!(ReportParameters::parse(ReportType::Activity, &json!({"days": 0})).is_err());
         assert!(
-            ReportParameters::parse(ReportType::Dataset, &json!({"source": "a", "limit": 0})).is_err()
+            ReportParameters::parse(ReportType::Dataset, &json!({"source": "a", "limit": 0}))
+                .is_err()
         );
     }
 }

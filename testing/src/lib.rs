@@ -22,9 +22,15 @@ pub fn database_url() -> String {
 
 /// Connect options for a new, empty, uniquely named database on the test server.
 pub async fn fresh_postgres_options() -> PgConnectOptions {
-    let base: PgConnectOptions = database_url().parse().expect("DATABASE_URL is a postgres URL");
+    let base: PgConnectOptions = database_url()
+        .parse()
+        .expect("DATABASE_URL is a postgres URL");
     let name = format!("quire_test_{}", Uuid::new_v4().simple());
-    let mut admin = base.clone().connect().await.expect("connect to the test Postgres server");
+    let mut admin = base
+        .clone()
+        .connect()
+        .await
+        .expect("connect to the test Postgres server");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
@@ -38,7 +44,10 @@ pub async fn fresh_postgres() -> Arc<PgStore> {
     let store = PgStore::connect_with(fresh_postgres_options().await, 5)
         .await
         .expect("connect to the fresh test database");
-    store.migrate().await.expect("migrate the fresh test database");
+    store
+        .migrate()
+        .await
+        .expect("migrate the fresh test database");
     Arc::new(store)
 }
 
@@ -46,7 +55,9 @@ pub async fn fresh_postgres() -> Arc<PgStore> {
 /// returned guard).
 pub async fn fresh_sqlite() -> (Arc<SqliteStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("create a temporary directory");
-    let store = SqliteStore::open(&dir.path().join("quire.db")).await.expect("open SQLite");
+    let store = SqliteStore::open(&dir.path().join("quire.db"))
+        .await
+        .expect("open SQLite");
     store.migrate().await.expect("migrate SQLite");
     (Arc::new(store), dir)
 }

@@ -38,8 +38,12 @@ pub trait WorkQueue: Send + Sync + 'static {
     async fn send(&self, body: &str, delay: Duration) -> Result<()>;
     /// Receives up to `max` messages, waiting up to `wait` for the first one (long poll).
     /// Each is hidden from other receivers for `visibility`.
-    async fn receive(&self, max: usize, wait: Duration, visibility: Duration)
-    -> Result<Vec<Delivery>>;
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>>;
     /// Keeps a received message hidden for `visibility` from now (heartbeat).
     async fn extend(&self, receipt: &Receipt, visibility: Duration) -> Result<()>;
     /// Deletes a message whose work is durably done.

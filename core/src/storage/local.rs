@@ -61,11 +61,17 @@ impl LocalStorage {
     /// Storage rooted at `root` (created if missing). `signing_key` must be at least 32 bytes.
     pub fn new(root: impl Into<PathBuf>, public_url: Url, signing_key: Vec<u8>) -> Result<Self> {
         if signing_key.len() < 32 {
-            return Err(Error::Invalid("the download signing key must be at least 32 bytes".into()));
+            return Err(Error::Invalid(
+                "the download signing key must be at least 32 bytes".into(),
+            ));
         }
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        Ok(Self { root, public_url, signing_key })
+        Ok(Self {
+            root,
+            public_url,
+            signing_key,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -80,7 +86,9 @@ impl LocalStorage {
                 !part.is_empty()
                     && part != "."
                     && part != ".."
-                    && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             });
         if !ok {
             return Err(Error::Invalid(format!("invalid storage key {key:?}")));
@@ -90,9 +98,15 @@ impl LocalStorage {
 
     /// The MAC over everything a link promises: key, expiry and how the file is served.
     fn mac(&self, key: &str, expires: i64, meta: &ObjectMeta) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.signing_key).expect("HMAC takes any key length");
+        let mut mac =
+            HmacSha256::new_from_slice(&self.signing_key).expect("HMAC takes any key length");
         // Length-prefixed fields, so no two different tuples sign the same bytes.
-        for field in [key, &expires.to_string(), &meta.content_type, &meta.file_name] {
+        for field in [
+            key,
+            &expires.to_string(),
+            &meta.content_type,
+            &meta.file_name,
+        ] {
             mac.update(&(field.len() as u64).to_be_bytes());
             mac.update(field.as_bytes());
         }
@@ -109,10 +123,15 @@ impl LocalStorage {
         signature_hex: &str,
         now: DateTime<Utc>,
     ) -> std::result::Result<VerifiedFile, LinkError> {
-        let meta = ObjectMeta { content_type: content_type.to_owned(), file_name: file_name.to_owned() };
+        let meta = ObjectMeta {
+            content_type: content_type.to_owned(),
+            file_name: file_name.to_owned(),
+        };
         let given = hex::decode(signature_hex).map_err(|_| LinkError::BadSignature)?;
         // Constant-time comparison.
-        self.mac(key, expires, &meta).verify_slice(&given).map_err(|_| LinkError::BadSignature)?;
+        self.mac(key, expires, &meta)
+            .verify_slice(&given)
+            .map_err(|_| LinkError::BadSignature)?;
         if now.timestamp() > expires {
             return Err(LinkError::Expired);
         }
@@ -129,7 +148,9 @@ impl OutputStorage for LocalStorage {
     #[tracing::instrument(skip_all, fields(key))]
     async fn put_file(&self, key: &str, path: &Path, _meta: &ObjectMeta) -> Result<StoredOutput> {
         let dest = self.path_of(key)?;
-        let dir = dest.parent().expect("a key always has a file name under the root");
+        let dir = dest
+            .parent()
+            .expect("a key always has a file name under the root");
         tokio::fs::create_dir_all(dir).await?;
         // Copy (streaming, hashing as we go) to a temporary name, then rename: readers see
         // either no file or the whole file, and a repeated put replaces it atomically.
@@ -180,9 +201,15 @@ impl OutputStorage for LocalStorage {
         Ok(tokio::fs::try_exists(self.path_of(key)?).await?)
     }
 
-    async fn download_url(&self, key: &str, meta: &ObjectMeta, ttl: Duration) -> Result<DownloadUrl> {
+    async fn download_url(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        ttl: Duration,
+    ) -> Result<DownloadUrl> {
         self.path_of(key)?;
-        let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let expires_at =
+            Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
         let expires = expires_at.timestamp();
         let signature = hex::encode(self.mac(key, expires, meta).finalize().into_bytes());
         let mut url = self

@@ -40,20 +40,35 @@ pub trait OutputStorage: Send + Sync + 'static {
     /// True when an object is stored under `key`.
     async fn exists(&self, key: &str) -> Result<bool>;
     /// A URL that downloads the object until `ttl` from now.
-    async fn download_url(&self, key: &str, meta: &ObjectMeta, ttl: Duration) -> Result<DownloadUrl>;
+    async fn download_url(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        ttl: Duration,
+    ) -> Result<DownloadUrl>;
     /// Succeeds when the storage is reachable and writable.
     async fn ping(&self) -> Result<()>;
 }
 
 /// The storage key of a report's output: `{user_id}/{report_id}.{ext}`.
 pub fn output_key(report: &crate::model::Report) -> String {
-    format!("{}/{}.{}", report.user_id, report.id, report.format.extension())
+    format!(
+        "{}/{}.{}",
+        report.user_id,
+        report.id,
+        report.format.extension()
+    )
 }
 
 /// How a report's output is served.
 pub fn output_meta(report: &crate::model::Report) -> ObjectMeta {
     ObjectMeta {
         content_type: report.format.content_type().to_owned(),
-        file_name: format!("quire-{}-{}.{}", report.report_type, report.id, report.format.extension()),
+        file_name: format!(
+            "quire-{}-{}.{}",
+            report.report_type,
+            report.id,
+            report.format.extension()
+        ),
     }
 }

@@ -16,9 +16,9 @@ use crate::model::{
 };
 
 pub mod postgres;
-pub mod sqlite;
 mod sql;
-mod timestamp;
+pub mod sqlite;
+pub(crate) mod timestamp;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -67,23 +67,23 @@ pub trait RecordStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Report>>;
     /// Cancels a report of the user's that has not finished.
-    async fn cancel_report(&self, user_id: Uuid, id: Uuid, now: DateTime<Utc>) -> Result<Cancelled>;
+    async fn cancel_report(&self, user_id: Uuid, id: Uuid, now: DateTime<Utc>)
+    -> Result<Cancelled>;
     /// Deletes a report row (only used to undo an insert whose dispatch could not be recorded).
     async fn delete_report(&self, id: Uuid) -> Result<bool>;
     /// Remembers the download URL handed out for a completed report.
-    async fn set_download_url(
-        &self,
-        id: Uuid,
-        url: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<()>;
+    async fn set_download_url(&self, id: Uuid, url: &str, expires_at: DateTime<Utc>) -> Result<()>;
 
     // ---- reports: dispatch side --------------------------------------------------------
 
     /// `pending` → `queued`. `false` if it was no longer pending (already claimed, cancelled).
     async fn mark_queued(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
     /// Reports still `pending` that were created before `created_before`, oldest first.
-    async fn pending_reports(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Report>>;
+    async fn pending_reports(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Report>>;
 
     // ---- reports: worker side ----------------------------------------------------------
 

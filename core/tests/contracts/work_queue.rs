@@ -1,0 +1,354 @@
+//! The [`WorkQueue`] contract, run against `DatabaseQueue` on Postgres and on SQLite.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use quire_core::queue::{DatabaseQueue, Delivery, Receipt, WorkQueue};
+use quire_core::{Error, Result};
+use tokio::time::Instant;
+
+/// A queue under test, plus what the contract needs beyond [`WorkQueue`] to observe it.
+#[async_trait]
+trait QueueUnderTest: WorkQueue {
+    /// Dead-lettered messages as (body, reason).
+    async fn dead_letters(&self) -> Result<Vec<(String, String)>>;
+    /// Another handle on the same queue that shares nothing in-process with this one, as a
+    /// second process would have; it finds new messages by polling.
+    fn detached(&self) -> Arc<dyn QueueUnderTest>;
+}
+
+type Queue = Arc<dyn QueueUnderTest>;
+
+/// The suite's handles never poll (an hour), so a long poll can only end early by being
+/// woken; detached handles poll every 100 ms.
+const NEVER: Duration = Duration::from_secs(3600);
+const DETACHED_POLL: Duration = Duration::from_millis(100);
+
+struct Database {
+    queue: DatabaseQueue,
+    /// Builds a new `DatabaseQueue` on the same pool: same table, its own wake-ups.
+    fresh: Arc<dyn Fn() -> DatabaseQueue + Send + Sync>,
+}
+
+impl Database {
+    fn queue(fresh: impl Fn() -> DatabaseQueue + Send + Sync + 'static) -> Queue {
+        Arc::new(Database {
+            queue: fresh().with_poll_interval(NEVER),
+            fresh: Arc::new(fresh),
+        })
+    }
+}
+
+#[async_trait]
+impl WorkQueue for Database {
+    async fn send(&self, body: &str, delay: Duration) -> Result<()> {
+        self.queue.send(body, delay).await
+    }
+    async fn receive(&self, max: usize, wait: Duration, vis: Duration) -> Result<Vec<Delivery>> {
+        self.queue.receive(max, wait, vis).await
+    }
+    async fn extend(&self, receipt: &Receipt, visibility: Duration) -> Result<()> {
+        self.queue.extend(receipt, visibility).await
+    }
+    async fn ack(&self, receipt: &Receipt) -> Result<()> {
+        self.queue.ack(receipt).await
+    }
+    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
+        self.queue.retry_later(receipt, delay).await
+    }
+    async fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<()> {
+        self.queue.dead_letter(receipt, reason).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.queue.ping().await
+    }
+}
+
+#[async_trait]
+impl QueueUnderTest for Database {
+    async fn dead_letters(&self) -> Result<Vec<(String, String)>> {
+        self.queue.dead_letters().await
+    }
+    fn detached(&self) -> Arc<dyn QueueUnderTest> {
+        let queue = (self.fresh)().with_poll_interval(DETACHED_POLL);
+        Arc::new(Database {
+            queue,
+            fresh: self.fresh.clone(),
+        })
+    }
+}
+
+crate::contract_suite! {
+    postgres: async {
+        let store = quire_testing::fresh_postgres().await;
+        let pool = store.pool().clone();
+        (Database::queue(move || DatabaseQueue::postgres(pool.clone())), store)
+    },
+    sqlite: async {
+        let (store, dir) = quire_testing::fresh_sqlite().await;
+        let pool = store.pool().clone();
+        (Database::queue(move || DatabaseQueue::sqlite(pool.clone())), (store, dir))
+    },
+    cases: [
+        the_queue_answers_a_ping,
+        a_sent_message_is_received_once_and_acked,
+        a_received_message_is_invisible_while_held,
+        an_unacked_message_reappears_after_its_visibility_timeout_with_a_new_receipt,
+        extending_keeps_a_message_hidden_past_its_first_timeout,
+        retry_later_makes_a_message_visible_again_after_the_delay,
+        a_delayed_send_is_hidden_until_the_delay_passes,
+        a_dead_lettered_message_is_never_redelivered_and_is_listed,
+        a_malformed_receipt_is_an_error,
+        a_long_poll_wakes_when_a_message_is_sent,
+        a_long_poll_finds_messages_sent_by_another_process,
+        receive_takes_at_most_max_messages,
+        concurrent_receivers_never_get_the_same_message,
+    ],
+}
+
+// ---- helpers -------------------------------------------------------------------------------
+
+const NOW: Duration = Duration::ZERO;
+const HOLD: Duration = Duration::from_secs(60);
+/// Short visibility timeouts for cases that wait for one to run out.
+const SHORT: Duration = Duration::from_secs(1);
+
+async fn receive_one(queue: &Queue, wait: Duration, visibility: Duration) -> Result<Delivery> {
+    let mut got = queue.receive(10, wait, visibility).await?;
+    assert_eq!(got.len(), 1, "expected exactly one message, got {got:?}");
+    Ok(got.remove(0))
+}
+
+async fn assert_empty(queue: &Queue) -> Result<()> {
+    let got = queue.receive(10, NOW, HOLD).await?;
+    assert!(got.is_empty(), "expected no visible message, got {got:?}");
+    Ok(())
+}
+
+fn assert_stale(result: Result<()>) {
+    assert!(
+        matches!(&result, Err(Error::Queue(m)) if m.contains("stale")),
+        "{result:?}"
+    );
+}
+
+// ---- cases ---------------------------------------------------------------------------------
+
+async fn the_queue_answers_a_ping(queue: Queue) -> Result<()> {
+    queue.ping().await
+}
+
+async fn a_sent_message_is_received_once_and_acked(queue: Queue) -> Result<()> {
+    queue.send(r#"{"hello":"world"}"#, NOW).await?;
+    let delivery = receive_one(&queue, NOW, HOLD).await?;
+    assert_eq!(delivery.body, r#"{"hello":"world"}"#);
+    assert_eq!(delivery.receive_count, 1);
+    queue.ack(&delivery.receipt).await?;
+    assert_stale(queue.ack(&delivery.receipt).await);
+    assert_empty(&queue).await
+}
+
+async fn a_received_message_is_invisible_while_held(queue: Queue) -> Result<()> {
+    queue.send("a", NOW).await?;
+    let held = receive_one(&queue, NOW, HOLD).await?;
+    assert_empty(&queue).await?;
+    assert_empty(&queue.detached()).await?;
+    queue.send("b", NOW).await?;
+    let next = receive_one(&queue, NOW, HOLD).await?;
+    assert_eq!(next.body, "b");
+    assert_ne!(next.receipt, held.receipt);
+    Ok(())
+}
+
+async fn an_unacked_message_reappears_after_its_visibility_timeout_with_a_new_receipt(
+    queue: Queue,
+) -> Result<()> {
+    queue.send("a", NOW).await?;
+    let first = receive_one(&queue, NOW, SHORT).await?;
+    tokio::time::sleep(SHORT + Duration::from_millis(500)).await;
+    let second = receive_one(&queue, NOW, HOLD).await?;
+    assert_eq!(second.body, "a");
+    assert_eq!(second.receive_count, 2);
+    assert_ne!(second.receipt, first.receipt);
+
+    // The first holder can no longer touch it.
+    assert_stale(queue.extend(&first.receipt, HOLD).await);
+    assert_stale(queue.retry_later(&first.receipt, NOW).await);
+    assert_stale(queue.dead_letter(&first.receipt, "stale").await);
+    assert_stale(queue.ack(&first.receipt).await);
+    queue.ack(&second.receipt).await?;
+    assert_empty(&queue).await
+}
+
+async fn extending_keeps_a_message_hidden_past_its_first_timeout(queue: Queue) -> Result<()> {
+    queue.send("a", NOW).await?;
+    let held = receive_one(&queue, NOW, SHORT).await?;
+    queue.extend(&held.receipt, HOLD).await?;
+    tokio::time::sleep(SHORT + Duration::from_millis(500)).await;
+    assert_empty(&queue).await?;
+    // Extending kept the receipt.
+    queue.ack(&held.receipt).await
+}
+
+async fn retry_later_makes_a_message_visible_again_after_the_delay(queue: Queue) -> Result<()> {
+    queue.send("a", NOW).await?;
+    let held = receive_one(&queue, NOW, HOLD).await?;
+    queue
+        .retry_later(&held.receipt, Duration::from_secs(2))
+        .await?;
+    assert_empty(&queue).await?;
+    let started = Instant::now();
+    let again = receive_one(&queue.detached(), Duration::from_secs(10), HOLD).await?;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not before the delay"
+    );
+    assert_eq!((again.body.as_str(), again.receive_count), ("a", 2));
+
+    // Without a delay it is visible at once.
+    queue.retry_later(&again.receipt, NOW).await?;
+    let third = receive_one(&queue, NOW, HOLD).await?;
+    assert_eq!(third.receive_count, 3);
+    Ok(())
+}
+
+async fn a_delayed_send_is_hidden_until_the_delay_passes(queue: Queue) -> Result<()> {
+    queue.send("later", Duration::from_secs(2)).await?;
+    assert_empty(&queue).await?;
+    let started = Instant::now();
+    let delivery = receive_one(&queue.detached(), Duration::from_secs(10), HOLD).await?;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not before the delay"
+    );
+    assert_eq!(
+        (delivery.body.as_str(), delivery.receive_count),
+        ("later", 1)
+    );
+    Ok(())
+}
+
+async fn a_dead_lettered_message_is_never_redelivered_and_is_listed(queue: Queue) -> Result<()> {
+    queue.send("poison", NOW).await?;
+    queue.send("fine", NOW).await?;
+    let mut got = queue.receive(10, NOW, SHORT).await?;
+    got.sort_by(|a, b| a.body.cmp(&b.body));
+    let [fine, poison] = got.as_slice() else {
+        panic!("expected both messages, got {got:?}")
+    };
+    queue
+        .dead_letter(&poison.receipt, "unparseable body")
+        .await?;
+    assert_stale(queue.ack(&poison.receipt).await);
+    assert_stale(queue.extend(&poison.receipt, HOLD).await);
+
+    // After the visibility timeout only the other message comes back.
+    tokio::time::sleep(SHORT + Duration::from_millis(500)).await;
+    let back = receive_one(&queue, NOW, HOLD).await?;
+    assert_eq!(back.body, fine.body);
+    assert_empty(&queue).await?;
+    assert_eq!(
+        queue.dead_letters().await?,
+        [("poison".to_owned(), "unparseable body".to_owned())]
+    );
+    Ok(())
+}
+
+async fn a_malformed_receipt_is_an_error(queue: Queue) -> Result<()> {
+    let bogus = Receipt("not-a-receipt".to_owned());
+    assert!(matches!(queue.ack(&bogus).await, Err(Error::Queue(_))));
+    assert!(matches!(
+        queue.extend(&bogus, HOLD).await,
+        Err(Error::Queue(_))
+    ));
+    Ok(())
+}
+
+async fn a_long_poll_wakes_when_a_message_is_sent(queue: Queue) -> Result<()> {
+    let receiver = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let got = queue.receive(10, Duration::from_secs(60), HOLD).await;
+            (got, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    queue.send("wake up", NOW).await?;
+    let (got, waited) = receiver.await.expect("the receiver did not panic");
+    let got = got?;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, "wake up");
+    // The suite's handles never poll and the wait is 60 s: only the send can have woken it.
+    assert!(waited < Duration::from_secs(30), "woke after {waited:?}");
+    Ok(())
+}
+
+async fn a_long_poll_finds_messages_sent_by_another_process(queue: Queue) -> Result<()> {
+    let elsewhere = queue.detached();
+    let receiver = tokio::spawn(async move {
+        let started = Instant::now();
+        let got = elsewhere.receive(10, Duration::from_secs(60), HOLD).await;
+        (got, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    queue.send("from afar", NOW).await?;
+    let (got, waited) = receiver.await.expect("the receiver did not panic");
+    let got = got?;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, "from afar");
+    assert!(waited < Duration::from_secs(30), "found after {waited:?}");
+    Ok(())
+}
+
+async fn receive_takes_at_most_max_messages(queue: Queue) -> Result<()> {
+    for i in 0..5 {
+        queue.send(&format!("m{i}"), NOW).await?;
+    }
+    let first = queue.receive(3, NOW, HOLD).await?;
+    assert_eq!(first.len(), 3);
+    let rest = queue.receive(3, NOW, HOLD).await?;
+    assert_eq!(rest.len(), 2);
+    let bodies: HashSet<_> = first.iter().chain(&rest).map(|d| d.body.clone()).collect();
+    assert_eq!(bodies.len(), 5);
+    assert!(queue.receive(0, NOW, HOLD).await?.is_empty());
+    Ok(())
+}
+
+async fn concurrent_receivers_never_get_the_same_message(queue: Queue) -> Result<()> {
+    for i in 0..20 {
+        queue.send(&format!("m{i}"), NOW).await?;
+    }
+    let receivers = (0..4).map(|_| {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = queue.receive(2, NOW, HOLD).await?;
+                if got.is_empty() {
+                    return Ok::<_, Error>(mine);
+                }
+                mine.extend(got);
+            }
+        })
+    });
+    let mut bodies = Vec::new();
+    let mut receipts = HashSet::new();
+    for received in futures::future::join_all(receivers).await {
+        for delivery in received.expect("the receiver did not panic")? {
+            assert_eq!(delivery.receive_count, 1, "{delivery:?} was received twice");
+            receipts.insert(delivery.receipt);
+            bodies.push(delivery.body);
+        }
+    }
+    assert_eq!(
+        bodies.len(),
+        20,
+        "every message received exactly once: {bodies:?}"
+    );
+    assert_eq!(bodies.iter().collect::<HashSet<_>>().len(), 20);
+    assert_eq!(receipts.len(), 20);
+    Ok(())
+}
