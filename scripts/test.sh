@@ -24,5 +24,28 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# ---- the README's walk-through against the real `quire dev` binary ---------------------
+log "walk-through against quire dev"
+cargo build --locked -p quire
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+work=$(mktemp -d /tmp/quire-walkthrough.XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$target_dir/debug/quire" dev --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/quire.log" 2>&1 &
+quire_pid=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
+  sleep 0.2
+done
+if ! scripts/walkthrough.sh "http://127.0.0.1:$port" "$work"; then
+  cat "$work/quire.log" >&2
+  kill "$quire_pid" 2>/dev/null || true
+  exit 1
+fi
+kill -INT "$quire_pid"
+wait "$quire_pid" || { echo "quire dev did not stop cleanly after Ctrl-C" >&2; cat "$work/quire.log" >&2; exit 1; }
+grep -q "Quire is listening on http://127.0.0.1:$port" "$work/quire.log"
+rm -rf "$work"
+
 log "cargo test"
 cargo test --workspace --locked "$@"

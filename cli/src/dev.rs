@@ -59,10 +59,16 @@ impl Dev {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let dev = start(&args).await?;
     println!("Quire is listening on http://{}", dev.addr);
-    println!("Data (SQLite database, outputs, secret) is in {}", args.data_dir.display());
+    println!(
+        "Data (SQLite database, outputs, secret) is in {}",
+        args.data_dir.display()
+    );
     println!("Press Ctrl-C to stop.");
     quire_core::telemetry::shutdown_signal().await;
-    println!("Stopping: letting in-flight reports finish (up to {} s)…", args.shutdown_grace);
+    println!(
+        "Stopping: letting in-flight reports finish (up to {} s)…",
+        args.shutdown_grace
+    );
     dev.stop().await;
     Ok(())
 }
@@ -73,7 +79,9 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let secret = load_or_create_secret(&args.data_dir.join("secret.key"))?;
 
-    let store = SqliteStore::open(&args.data_dir.join("quire.db")).await.context("opening SQLite")?;
+    let store = SqliteStore::open(&args.data_dir.join("quire.db"))
+        .await
+        .context("opening SQLite")?;
     store.migrate().await.context("migrating SQLite")?;
     let queue = Arc::new(DatabaseQueue::sqlite(store.pool().clone()));
     let store = Arc::new(store);
@@ -82,7 +90,9 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let public_url = format!("http://{addr}/").parse().context("the public URL")?;
+    let public_url = format!("http://{addr}/")
+        .parse()
+        .context("the public URL")?;
     let local = Arc::new(LocalStorage::new(
         args.data_dir.join("outputs"),
         public_url,
@@ -127,16 +137,28 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
     let mut tasks = tokio::task::JoinSet::new();
     let server_stop = shutdown.clone();
     tasks.spawn(async move {
-        if let Err(e) = quire_api::serve(listener, quire_api::app(state), server_stop.cancelled_owned()).await {
+        if let Err(e) = quire_api::serve(
+            listener,
+            quire_api::app(state),
+            server_stop.cancelled_owned(),
+        )
+        .await
+        {
             tracing::error!(error = %e, "the API server stopped");
         }
     });
     tasks.spawn(worker.run(shutdown.clone()));
     let sweep_stop = shutdown.clone();
     tasks.spawn(async move {
-        dispatcher.sweep_pending(Duration::from_secs(10), Duration::from_secs(10), sweep_stop).await;
+        dispatcher
+            .sweep_pending(Duration::from_secs(10), Duration::from_secs(10), sweep_stop)
+            .await;
     });
-    Ok(Dev { addr, shutdown, tasks })
+    Ok(Dev {
+        addr,
+        shutdown,
+        tasks,
+    })
 }
 
 /// The 32-byte root secret of this data directory, created on first start (mode 0600), so
@@ -152,7 +174,9 @@ fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut file, hex::encode(key).as_bytes())?;
     Ok(key.to_vec())
 }

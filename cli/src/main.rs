@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use quire::dev;
 
 #[derive(Debug, Parser)]
-#[command(name = "quire", version, about = "Quire, the asynchronous report service")]
+#[command(
+    name = "quire",
+    version,
+    about = "Quire, the asynchronous report service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

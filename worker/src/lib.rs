@@ -70,7 +70,11 @@ impl Default for WorkerConfig {
 /// `host-pid-random`: readable in logs, unique across restarts.
 pub fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
-    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// Everything a worker needs; cheap to share between its tasks.
@@ -93,9 +97,18 @@ impl Worker {
     ) -> Self {
         let http = reqwest::Client::builder()
             .user_agent(concat!("quire-worker/", env!("CARGO_PKG_VERSION")))
+            // Sources are operator-configured; still, do not wander far from them.
+            .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .expect("the HTTP client's TLS backend initialises");
-        Self { store, queue, storage, sources, http, config }
+        Self {
+            store,
+            queue,
+            storage,
+            sources,
+            http,
+            config,
+        }
     }
 
     pub fn config(&self) -> &WorkerConfig {
@@ -105,7 +118,10 @@ impl Worker {
     /// Delay before retrying after the `attempt`-th failure: exponential, capped, with
     /// up to 20% jitter so retries of many reports do not arrive in lockstep.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.config.backoff_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let exp = self
+            .config
+            .backoff_base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
         let capped = exp.min(self.config.backoff_max);
         let jitter = capped.mul_f64(rand::random::<f64>() * 0.2);
         capped.saturating_add(jitter).min(self.config.backoff_max)

@@ -69,9 +69,12 @@ async fn main() -> anyhow::Result<()> {
     if matches!(config.queue, QueueKind::Sqs) || matches!(config.storage, StorageKind::S3) {
         anyhow::bail!("QUIRE_QUEUE=sqs and QUIRE_STORAGE=s3 are not supported by this build yet");
     }
-    let store = PgStore::connect(config.database_url.expose_secret(), config.db_max_connections)
-        .await
-        .context("connecting to the database")?;
+    let store = PgStore::connect(
+        config.database_url.expose_secret(),
+        config.db_max_connections,
+    )
+    .await
+    .context("connecting to the database")?;
     let queue = DatabaseQueue::postgres(store.pool().clone());
     // The worker only writes outputs; download links are signed by the API server, so the
     // key here is a throwaway.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use quire_core::model::Report;
 use quire_crds::ReportParameters;
-use quire_render::{ActivityData, Progress, ProfileData, RenderError};
+use quire_render::{ActivityData, ProfileData, Progress, RenderError};
 
 use crate::Worker;
 
@@ -22,19 +22,31 @@ pub(crate) struct RenderFailure {
 
 impl From<RenderError> for RenderFailure {
     fn from(e: RenderError) -> Self {
-        Self { retryable: e.is_retryable(), message: e.to_string() }
+        Self {
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
     }
 }
 
 impl From<quire_core::Error> for RenderFailure {
     fn from(e: quire_core::Error) -> Self {
         // Store hiccups while gathering data are worth another try.
-        Self { message: format!("loading the report's data failed: {e}"), retryable: true }
+        Self {
+            message: format!("loading the report's data failed: {e}"),
+            retryable: true,
+        }
     }
 }
 
+/// A CPU-bound render, ready to run on the blocking pool.
+type BlockingRender = Box<dyn FnOnce(&Path, &Progress) -> Result<(), RenderError> + Send>;
+
 fn permanent(message: String) -> RenderFailure {
-    RenderFailure { message, retryable: false }
+    RenderFailure {
+        message,
+        retryable: false,
+    }
 }
 
 /// Renders `report` into `dir`, returning the finished file. CPU-bound rendering runs on
@@ -56,22 +68,38 @@ pub(crate) async fn render_report(
         .ok_or_else(|| permanent(format!("user {} no longer exists", report.user_id)))?;
     let generated_at = Utc::now();
 
-    let job: Box<dyn FnOnce(&Path, &Progress) -> Result<(), RenderError> + Send> = match parameters {
+    let job: BlockingRender = match parameters {
         ReportParameters::Profile(_) => {
             let counts = worker.store.report_counts(report.user_id).await?;
-            let data = ProfileData { user, counts, generated_at };
+            let data = ProfileData {
+                user,
+                counts,
+                generated_at,
+            };
             Box::new(move |out, progress| quire_render::render_profile(&data, out, progress))
         }
         ReportParameters::Activity(p) => {
             let since = generated_at - chrono::Duration::days(i64::from(p.days));
-            let reports =
-                worker.store.reports_since(report.user_id, since, ACTIVITY_MAX_REPORTS).await?;
-            let data = ActivityData { user, reports, days: p.days, generated_at };
-            Box::new(move |out, progress| quire_render::render_activity(&data, format, out, progress))
+            let reports = worker
+                .store
+                .reports_since(report.user_id, since, ACTIVITY_MAX_REPORTS)
+                .await?;
+            let data = ActivityData {
+                user,
+                reports,
+                days: p.days,
+                generated_at,
+            };
+            Box::new(move |out, progress| {
+                quire_render::render_activity(&data, format, out, progress)
+            })
         }
         ReportParameters::Dataset(p) => {
-            let data = quire_render::fetch_dataset(&worker.http, &worker.sources, &p, progress).await?;
-            Box::new(move |out, progress| quire_render::render_dataset(&data, format, out, progress))
+            let data =
+                quire_render::fetch_dataset(&worker.http, &worker.sources, &p, progress).await?;
+            Box::new(move |out, progress| {
+                quire_render::render_dataset(&data, format, out, progress)
+            })
         }
     };
 

@@ -54,7 +54,9 @@ impl Worker {
                 // message alone: it reappears after its visibility timeout and the
                 // conditional updates make the retry safe.
                 tracing::warn!(error = %e, "could not record the outcome; the message will be redelivered");
-                Outcome::Retrying { delay: self.config.lease }
+                Outcome::Retrying {
+                    delay: self.config.lease,
+                }
             }
         }
     }
@@ -121,7 +123,13 @@ impl Worker {
         let owner = lease.owner.clone();
         let progress = Progress::new();
         let lost = CancellationToken::new();
-        let heartbeat = self.heartbeat(report.id, owner.clone(), receipt.clone(), progress.clone(), lost.clone());
+        let heartbeat = self.heartbeat(
+            report.id,
+            owner.clone(),
+            receipt.clone(),
+            progress.clone(),
+            lost.clone(),
+        );
         let heartbeat = tokio::spawn(heartbeat.in_current_span());
         let workdir = tempfile::tempdir()?;
 
@@ -140,7 +148,10 @@ impl Worker {
                 let key = output_key(&report);
                 // Checked right before writing, so a worker that lost the report does not
                 // overwrite the output of the one that took over.
-                let renewed = Lease { owner: owner.clone(), expires_at: Utc::now() + self.lease_chrono() };
+                let renewed = Lease {
+                    owner: owner.clone(),
+                    expires_at: Utc::now() + self.lease_chrono(),
+                };
                 if !self.store.renew_lease(report.id, &renewed).await? {
                     self.lease_lost(&report).await
                 } else {
@@ -150,7 +161,11 @@ impl Worker {
                         .await;
                     match stored {
                         Ok(stored) => {
-                            if self.store.complete_report(report.id, &owner, &stored, Utc::now()).await? {
+                            if self
+                                .store
+                                .complete_report(report.id, &owner, &stored, Utc::now())
+                                .await?
+                            {
                                 self.queue.ack(receipt).await?;
                                 tracing::info!(size = stored.size, "report completed");
                                 Ok(Outcome::Completed)
@@ -159,14 +174,21 @@ impl Worker {
                             }
                         }
                         Err(e) => {
-                            self.fail(&report, &owner, receipt, &format!("storing the output failed: {e}"), true)
-                                .await
+                            self.fail(
+                                &report,
+                                &owner,
+                                receipt,
+                                &format!("storing the output failed: {e}"),
+                                true,
+                            )
+                            .await
                         }
                     }
                 }
             }
             Some(Err(RenderFailure { message, retryable })) => {
-                self.fail(&report, &owner, receipt, &message, retryable).await
+                self.fail(&report, &owner, receipt, &message, retryable)
+                    .await
             }
         };
         heartbeat.abort();
@@ -205,7 +227,11 @@ impl Worker {
         if !retryable || attempts >= self.config.max_attempts {
             return self.give_up(report, owner, receipt, error).await;
         }
-        if !self.store.fail_attempt(report.id, owner, error, false, Utc::now()).await? {
+        if !self
+            .store
+            .fail_attempt(report.id, owner, error, false, Utc::now())
+            .await?
+        {
             return self.lease_lost(report).await;
         }
         let delay = self.backoff(attempts);
@@ -221,7 +247,11 @@ impl Worker {
         receipt: &Receipt,
         error: &str,
     ) -> quire_core::Result<Outcome> {
-        if !self.store.fail_attempt(report.id, owner, error, true, Utc::now()).await? {
+        if !self
+            .store
+            .fail_attempt(report.id, owner, error, true, Utc::now())
+            .await?
+        {
             return self.lease_lost(report).await;
         }
         tracing::warn!(error, "report failed");
@@ -229,8 +259,15 @@ impl Worker {
         Ok(Outcome::Failed)
     }
 
-    async fn release(&self, report: &Report, owner: &str, receipt: &Receipt) -> quire_core::Result<Outcome> {
-        self.store.release_report(report.id, owner, Utc::now()).await?;
+    async fn release(
+        &self,
+        report: &Report,
+        owner: &str,
+        receipt: &Receipt,
+    ) -> quire_core::Result<Outcome> {
+        self.store
+            .release_report(report.id, owner, Utc::now())
+            .await?;
         self.queue.retry_later(receipt, Duration::ZERO).await?;
         tracing::info!("shutting down; report handed back to the queue");
         Ok(Outcome::Released)
@@ -264,7 +301,10 @@ impl Worker {
                 ticker.tick().await;
                 let held = if last_renewal.elapsed() >= config.heartbeat {
                     last_renewal = tokio::time::Instant::now();
-                    let renewed = Lease { owner: owner.clone(), expires_at: Utc::now() + lease };
+                    let renewed = Lease {
+                        owner: owner.clone(),
+                        expires_at: Utc::now() + lease,
+                    };
                     if let Err(e) = queue.extend(&receipt, config.lease).await {
                         tracing::warn!(error = %e, "could not extend the message's visibility");
                     }
@@ -339,7 +379,10 @@ impl Worker {
             for delivery in deliveries {
                 let permit = match permit.take() {
                     Some(p) => p,
-                    None => slots.clone().try_acquire_owned().expect("we received no more than the free slots"),
+                    None => slots
+                        .clone()
+                        .try_acquire_owned()
+                        .expect("we received no more than the free slots"),
                 };
                 let worker = self.clone();
                 let hard_stop = hard_stop.clone();
@@ -359,7 +402,10 @@ impl Worker {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(in_flight = tasks.len(), "grace period over; handing in-flight reports back");
+            tracing::warn!(
+                in_flight = tasks.len(),
+                "grace period over; handing in-flight reports back"
+            );
             hard_stop.cancel();
             while tasks.join_next().await.is_some() {}
         }

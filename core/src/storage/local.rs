@@ -227,6 +227,10 @@ impl OutputStorage for LocalStorage {
         })
     }
 
+    fn recognises_url(&self, url: &str) -> bool {
+        url.starts_with(self.public_url.as_str())
+    }
+
     async fn ping(&self) -> Result<()> {
         let probe = self.root.join(".quire-ping");
         tokio::fs::write(&probe, b"ok").await?;

@@ -46,6 +46,9 @@ pub trait OutputStorage: Send + Sync + 'static {
         meta: &ObjectMeta,
         ttl: Duration,
     ) -> Result<DownloadUrl>;
+    /// True when `url`, a link this storage handed out earlier, still points where it serves
+    /// from now (its address or bucket did not change since), so a cached link may be reused.
+    fn recognises_url(&self, url: &str) -> bool;
     /// Succeeds when the storage is reachable and writable.
     async fn ping(&self) -> Result<()>;
 }

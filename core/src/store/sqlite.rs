@@ -10,9 +10,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use super::sql;
 use crate::Result;
 
-/// For the database work queue, which must bind its times the same way (`store::timestamp`
-/// is private to the store module).
-
 /// Connections in the pool. SQLite runs one writer at a time anyway; a few connections let
 /// reads proceed beside it (WAL) without queueing behind each other.
 const MAX_CONNECTIONS: u32 = 4;

@@ -1,0 +1,264 @@
+//! The `api-server` binary's configuration: one flag per setting, each mirrored by an
+//! environment variable. Secrets are [`SecretString`]s, hidden from `--help` and `Debug`,
+//! and validated after parsing so that no error message ever repeats them.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use hmac::{Hmac, Mac};
+use quire_api::ApiConfig;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+use url::Url;
+
+/// Shortest accepted JWT secret and download signing key, in bytes.
+const MIN_SECRET_BYTES: usize = 32;
+/// What the download signing key is derived from the JWT secret with, when not given.
+const DOWNLOAD_KEY_LABEL: &[u8] = b"quire/download-signing-key/v1";
+
+#[derive(Debug, Parser)]
+#[command(name = "api-server", version, about = "Quire's REST API server")]
+pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Postgres URL of the record store and the work queue.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<SecretString>,
+
+    /// Maximum connections in the database pool.
+    #[arg(long, env = "QUIRE_DB_MAX_CONNECTIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub db_max_connections: u32,
+
+    /// Address to listen on.
+    #[arg(long, env = "QUIRE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// HMAC key of access tokens; at least 32 bytes.
+    #[arg(long, env = "QUIRE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// Base URL clients reach this server at, for local download links
+    /// [default: http:// and the listen address, 0.0.0.0 becoming 127.0.0.1].
+    #[arg(long, env = "QUIRE_PUBLIC_URL")]
+    pub public_url: Option<Url>,
+
+    /// Work queue backend.
+    #[arg(long, env = "QUIRE_QUEUE", value_enum, default_value_t = QueueBackend::Database)]
+    pub queue: QueueBackend,
+
+    /// Output storage backend.
+    #[arg(long, env = "QUIRE_STORAGE", value_enum, default_value_t = StorageBackend::Local)]
+    pub storage: StorageBackend,
+
+    /// Directory for local storage (outputs go to `<dir>/outputs`).
+    #[arg(long, env = "QUIRE_DATA_DIR", default_value = "./quire-data")]
+    pub data_dir: PathBuf,
+
+    /// Lifetime of download links, in seconds (at most 7 days).
+    #[arg(long, env = "QUIRE_DOWNLOAD_URL_TTL", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub download_url_ttl: u64,
+
+    /// HMAC key of local download links, at least 32 bytes [default: derived from the JWT secret].
+    #[arg(long, env = "QUIRE_DOWNLOAD_SIGNING_KEY", hide_env_values = true)]
+    pub download_signing_key: Option<SecretString>,
+
+    /// bcrypt cost of password hashes (4–31).
+    #[arg(long, env = "QUIRE_BCRYPT_COST", default_value_t = 12,
+          value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
+
+    /// Reports still `pending` after this many seconds are dispatched again, checked as often.
+    #[arg(long, env = "QUIRE_PENDING_SWEEP_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub pending_sweep_secs: u64,
+
+    /// Do not apply database migrations at start.
+    #[arg(long)]
+    pub no_migrate: bool,
+
+    /// Apply database migrations at start (`QUIRE_MIGRATE=false` is `--no-migrate`).
+    #[arg(long, env = "QUIRE_MIGRATE", default_value_t = true, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new(), hide = true)]
+    pub migrate: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum QueueBackend {
+    /// The `work_queue` table in the same database.
+    Database,
+    /// Amazon SQS (not in this build yet).
+    Sqs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StorageBackend {
+    /// A local directory, downloads served at `/files/…`.
+    Local,
+    /// Amazon S3 (not in this build yet).
+    S3,
+}
+
+impl Config {
+    pub fn database_url(&self) -> anyhow::Result<&str> {
+        let url = self
+            .database_url
+            .as_ref()
+            .context("DATABASE_URL (or --database-url) is required")?;
+        Ok(url.expose_secret())
+    }
+
+    pub fn should_migrate(&self) -> bool {
+        self.migrate && !self.no_migrate
+    }
+
+    /// Refuses backends this build does not have yet.
+    pub fn check_backends(&self) -> anyhow::Result<()> {
+        if self.queue == QueueBackend::Sqs {
+            bail!("QUIRE_QUEUE=sqs is not supported by this build yet; use QUIRE_QUEUE=database");
+        }
+        if self.storage == StorageBackend::S3 {
+            bail!("QUIRE_STORAGE=s3 is not supported by this build yet; use QUIRE_STORAGE=local");
+        }
+        Ok(())
+    }
+
+    fn jwt_secret(&self) -> anyhow::Result<&SecretString> {
+        let secret = self
+            .jwt_secret
+            .as_ref()
+            .context("QUIRE_JWT_SECRET (or --jwt-secret) is required")?;
+        ensure!(
+            secret.expose_secret().len() >= MIN_SECRET_BYTES,
+            "QUIRE_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long"
+        );
+        Ok(secret)
+    }
+
+    /// The library configuration.
+    pub fn api_config(&self) -> anyhow::Result<ApiConfig> {
+        let mut config = ApiConfig::new(self.jwt_secret()?.clone());
+        config.bcrypt_cost = self.bcrypt_cost;
+        config.download_url_ttl = Duration::from_secs(self.download_url_ttl);
+        Ok(config)
+    }
+
+    /// The key local download links are signed with: `QUIRE_DOWNLOAD_SIGNING_KEY`, or
+    /// HMAC-SHA256 of a fixed label under the JWT secret, so one secret suffices.
+    pub fn download_signing_key(&self) -> anyhow::Result<Vec<u8>> {
+        if let Some(key) = &self.download_signing_key {
+            ensure!(
+                key.expose_secret().len() >= MIN_SECRET_BYTES,
+                "QUIRE_DOWNLOAD_SIGNING_KEY must be at least {MIN_SECRET_BYTES} bytes long"
+            );
+            return Ok(key.expose_secret().as_bytes().to_vec());
+        }
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.jwt_secret()?.expose_secret().as_bytes())
+            .context("HMAC accepts keys of any length")?;
+        mac.update(DOWNLOAD_KEY_LABEL);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    /// `QUIRE_PUBLIC_URL`, or `http://<listen>` with an unspecified address replaced by
+    /// loopback; always ending in `/` so that `files/…` joins below it.
+    pub fn public_url(&self) -> anyhow::Result<Url> {
+        let mut url = match &self.public_url {
+            Some(url) => url.clone(),
+            None => {
+                let ip = match self.listen.ip() {
+                    IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    ip => ip,
+                };
+                let addr = SocketAddr::new(ip, self.listen.port());
+                Url::parse(&format!("http://{addr}/")).context("building the default public URL")?
+            }
+        };
+        ensure!(
+            matches!(url.scheme(), "http" | "https"),
+            "QUIRE_PUBLIC_URL must be an http:// or https:// URL"
+        );
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        Ok(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("api-server").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_public_url_defaults_to_loopback_on_the_listen_port() {
+        let config = parse(&["--listen", "0.0.0.0:9000"]);
+        assert_eq!(
+            config.public_url().unwrap().as_str(),
+            "http://127.0.0.1:9000/"
+        );
+        let config = parse(&["--public-url", "https://quire.example.com/api"]);
+        assert_eq!(
+            config.public_url().unwrap().as_str(),
+            "https://quire.example.com/api/"
+        );
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_without_repeating_it() {
+        let config = parse(&["--jwt-secret", "tooshort-secret-value"]);
+        let message = config.api_config().unwrap_err().to_string();
+        assert!(message.contains("at least 32 bytes"), "{message}");
+        assert!(!message.contains("tooshort"), "{message}");
+    }
+
+    #[test]
+    fn the_download_key_is_derived_from_the_jwt_secret_unless_given() {
+        let secret = "s".repeat(32);
+        let derived = parse(&["--jwt-secret", &secret])
+            .download_signing_key()
+            .unwrap();
+        assert_eq!(derived.len(), 32);
+        assert_ne!(derived, secret.as_bytes());
+        let given = "d".repeat(40);
+        let config = parse(&["--jwt-secret", &secret, "--download-signing-key", &given]);
+        assert_eq!(config.download_signing_key().unwrap(), given.as_bytes());
+    }
+
+    #[test]
+    fn migrations_can_be_skipped_by_flag() {
+        assert!(parse(&[]).should_migrate());
+        assert!(!parse(&["--no-migrate"]).should_migrate());
+        assert!(!parse(&["--migrate", "false"]).should_migrate());
+    }
+
+    #[test]
+    fn backends_of_later_issues_are_refused_clearly() {
+        let message = parse(&["--queue", "sqs"])
+            .check_backends()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("not supported by this build yet"),
+            "{message}"
+        );
+        assert!(parse(&["--storage", "s3"]).check_backends().is_err());
+        assert!(parse(&[]).check_backends().is_ok());
+    }
+}

@@ -1,0 +1,276 @@
+//! `/auth/*`: sign-up, sign-in, token refresh and sign-out; and [`AuthUser`], the
+//! extractor that makes a handler require a valid access token.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::{DateTime, Utc};
+use quire_core::model::{NewUser, RefreshToken, User};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::error::{ApiError, Json};
+use crate::auth::credentials::{check_email, check_password, normalize_email};
+use crate::auth::tokens;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/signup", post(signup))
+        .route("/auth/signin", post(signin))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/signout", post(signout))
+}
+
+/// The signed-in user, from `Authorization: Bearer <access token>`. Extracting it answers
+/// 401 with `WWW-Authenticate: Bearer` when the token is missing, malformed, expired or
+/// signed for someone else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthUser {
+    pub user_id: Uuid,
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".to_owned()))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or_else(|| {
+                ApiError::Unauthorized("expected `Authorization: Bearer <token>`".to_owned())
+            })?;
+        let claims = state
+            .access_tokens()
+            .verify(token, Utc::now())
+            .map_err(|e| {
+                tracing::debug!(error = %e, "access token rejected");
+                ApiError::Unauthorized("the access token is invalid or expired".to_owned())
+            })?;
+        Ok(Self {
+            user_id: claims.sub,
+        })
+    }
+}
+
+/// The client's address as the listener saw it, for rate limiting. Unspecified when the
+/// app runs without connect info (e.g. driven through `oneshot` in tests).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        Ok(Self(ip))
+    }
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    email: String,
+    password: SecretString,
+}
+
+#[derive(Deserialize)]
+struct RefreshRequest {
+    refresh_token: SecretString,
+}
+
+#[derive(Serialize)]
+struct TokenPair {
+    access_token: String,
+    refresh_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+const INVALID_CREDENTIALS: &str = "invalid email or password";
+const INVALID_REFRESH_TOKEN: &str = "the refresh token is invalid, expired or revoked";
+
+#[tracing::instrument(skip_all)]
+async fn signup(
+    State(state): State<AppState>,
+    Json(body): Json<Credentials>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    let email = normalize_email(&body.email);
+    check_email(&email).map_err(ApiError::UnprocessableEntity)?;
+    check_password(body.password.expose_secret()).map_err(ApiError::UnprocessableEntity)?;
+    let password_hash = state
+        .hasher()
+        .hash(body.password)
+        .await
+        .map_err(ApiError::internal)?;
+    let new_user = NewUser {
+        id: Uuid::now_v7(),
+        email,
+        password_hash,
+        created_at: Utc::now(),
+    };
+    let user = state
+        .store()
+        .create_user(new_user)
+        .await
+        .map_err(|e| match e {
+            quire_core::Error::Conflict(_) => {
+                ApiError::Conflict("an account with this email already exists".to_owned())
+            }
+            e => e.into(),
+        })?;
+    tracing::info!(user_id = %user.id, "user signed up");
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+#[tracing::instrument(skip_all)]
+async fn signin(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    Json(body): Json<Credentials>,
+) -> Result<Response, ApiError> {
+    let email = normalize_email(&body.email);
+    state
+        .signin_limiter()
+        .check(&email, address)
+        .map_err(|limited| {
+            tracing::info!(%address, "sign-in rate limited");
+            ApiError::TooManyRequests {
+                message: "too many sign-in attempts; try again later".to_owned(),
+                retry_after: limited.retry_after,
+            }
+        })?;
+    let (user, hash) = match state.store().credentials(&email).await? {
+        Some(credentials) => (Some(credentials.user), Some(credentials.password_hash)),
+        None => (None, None),
+    };
+    // Always verify, against a dummy hash for an unknown email: both failures take as long
+    // and read the same, so sign-in does not reveal which emails have accounts.
+    let matched = state
+        .hasher()
+        .verify(body.password, hash)
+        .await
+        .map_err(ApiError::internal)?;
+    let Some(user) = user.filter(|_| matched) else {
+        return Err(ApiError::Unauthorized(INVALID_CREDENTIALS.to_owned()));
+    };
+    let pair = issue_tokens(&state, user.id, Uuid::now_v7(), Utc::now()).await?;
+    tracing::info!(user_id = %user.id, "user signed in");
+    Ok(no_store(Json(pair)))
+}
+
+/// Trades a refresh token for a new pair of the same family, spending it. Presenting a
+/// spent token means it was stolen or replayed: the whole family is revoked.
+#[tracing::instrument(skip_all)]
+async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    let rejected = || ApiError::Unauthorized(INVALID_REFRESH_TOKEN.to_owned());
+    let now = Utc::now();
+    let Some(hash) = tokens::hash_presented(body.refresh_token.expose_secret()) else {
+        return Err(rejected());
+    };
+    let Some(token) = state.store().refresh_token(&hash).await? else {
+        return Err(rejected());
+    };
+    if token.revoked_at.is_some() || token.expires_at <= now {
+        return Err(rejected());
+    }
+    // Spent already, or spent by a concurrent request between our read and now: a reuse.
+    if token.spent_at.is_some() || !state.store().spend_refresh_token(token.id, now).await? {
+        let revoked = state
+            .store()
+            .revoke_token_family(token.family_id, now)
+            .await?;
+        tracing::warn!(
+            user_id = %token.user_id,
+            family_id = %token.family_id,
+            revoked,
+            "refresh token reused; token family revoked"
+        );
+        return Err(rejected());
+    }
+    let pair = issue_tokens(&state, token.user_id, token.family_id, now).await?;
+    Ok(no_store(Json(pair)))
+}
+
+/// Revokes the presented token's family. Idempotent: an unknown token is already signed out.
+#[tracing::instrument(skip_all)]
+async fn signout(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<StatusCode, ApiError> {
+    if let Some(hash) = tokens::hash_presented(body.refresh_token.expose_secret())
+        && let Some(token) = state.store().refresh_token(&hash).await?
+    {
+        state
+            .store()
+            .revoke_token_family(token.family_id, Utc::now())
+            .await?;
+        tracing::info!(user_id = %token.user_id, "user signed out");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new access token and a new refresh token of `family_id`, the latter stored.
+async fn issue_tokens(
+    state: &AppState,
+    user_id: Uuid,
+    family_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<TokenPair, ApiError> {
+    let access_tokens = state.access_tokens();
+    let access_token = access_tokens
+        .issue(user_id, now)
+        .map_err(ApiError::internal)?;
+    let refresh = tokens::generate();
+    let ttl =
+        chrono::Duration::from_std(state.config().refresh_token_ttl).map_err(ApiError::internal)?;
+    state
+        .store()
+        .insert_refresh_token(RefreshToken {
+            id: Uuid::now_v7(),
+            user_id,
+            family_id,
+            token_hash: refresh.hash,
+            created_at: now,
+            expires_at: now + ttl,
+            spent_at: None,
+            revoked_at: None,
+        })
+        .await?;
+    Ok(TokenPair {
+        access_token,
+        refresh_token: refresh.secret.expose_secret().to_owned(),
+        token_type: "Bearer",
+        expires_in: access_tokens.ttl().as_secs(),
+    })
+}
+
+/// Token responses must not be cached by browsers or proxies (RFC 6749 §5.1).
+fn no_store(body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}

@@ -1,0 +1,163 @@
+//! The HTTP surface: every route, the layers around them and the server loop.
+//!
+//! Each module contributes its own `router()`; [`app`] merges them and adds, from the
+//! outside in: a request id (`x-request-id`, generated unless the client sent one), a trace
+//! span per request (method, path and request id; never headers, query strings or bodies,
+//! which can carry tokens and signatures), JSON bodies for bare error responses, panic
+//! recovery, a request timeout and the body size limit.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::state::AppState;
+
+pub mod auth;
+pub mod error;
+pub mod files;
+pub mod health;
+pub mod reports;
+
+pub use auth::AuthUser;
+pub use error::{ApiError, Json};
+
+/// The whole API: every route with its layers. Serve it with [`serve`] so handlers see the
+/// client's address.
+pub fn app(state: AppState) -> Router {
+    let config = state.config();
+    let (body_limit, timeout) = (config.body_limit, config.request_timeout);
+    let mut router = Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(reports::router());
+    if state.local_files().is_some() {
+        router = router.merge(files::router());
+    }
+    router
+        .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+        .with_state(state)
+        // Layers wrap what is above them: the last one added sees the request first.
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            // The panic message is logged by the panic hook; it is not for the client.
+            ApiError::internal(anyhow::anyhow!("a request handler panicked")).into_response()
+        }))
+        .layer(middleware::map_response(json_error_bodies))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in
+/// flight. Handlers get the peer address (`ConnectInfo<SocketAddr>`) for rate limiting.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// The span of one request: method, path (no query: download links carry signatures) and
+/// request id.
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    )
+}
+
+/// Gives error responses produced outside our handlers (axum's 405, the timeout's 503, …)
+/// the same JSON body as [`ApiError`], keeping their headers (`Allow`, …).
+async fn json_error_bodies(response: Response) -> Response {
+    let status = response.status();
+    let bare = (status.is_client_error() || status.is_server_error())
+        && !response.headers().contains_key(header::CONTENT_TYPE);
+    if !bare {
+        return response;
+    }
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not accept that method",
+        StatusCode::SERVICE_UNAVAILABLE => "the request took too long; try again shortly",
+        s => s.canonical_reason().unwrap_or("request failed"),
+    };
+    let (parts, _) = response.into_parts();
+    let mut fresh = error::error_response(status, message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_LENGTH && !fresh.headers().contains_key(name) {
+            fresh.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fresh
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn bare_error_responses_get_the_json_error_body_and_keep_their_headers() {
+        let bare = Response::builder()
+            .status(StatusCode::METHOD_NOT_ALLOWED)
+            .header(header::ALLOW, "GET,HEAD")
+            .body(Body::empty())
+            .unwrap();
+        let response = json_error_bodies(bare).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "GET,HEAD");
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+
+    #[tokio::test]
+    async fn responses_with_a_body_pass_through() {
+        let ok = Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .body(Body::from("{\"status\":\"unavailable\"}"))
+            .unwrap();
+        let response = json_error_bodies(ok).await;
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"{\"status\":\"unavailable\"}");
+    }
+}

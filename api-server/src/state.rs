@@ -1,0 +1,168 @@
+//! What every handler can reach: the configuration, the seams to the rest of Quire and the
+//! authentication machinery built from the configuration once at start.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quire_core::dispatch::Dispatcher;
+use quire_core::queue::WorkQueue;
+use quire_core::storage::{LocalStorage, OutputStorage};
+use quire_core::store::RecordStore;
+use secrecy::SecretString;
+
+use crate::auth::password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST};
+use crate::auth::{AccessTokens, PasswordHasher, SigninLimiter};
+
+/// Longest lifetime of a download link, the same ceiling as an S3 presigned URL.
+pub const MAX_DOWNLOAD_URL_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// How the API behaves. Build it with [`ApiConfig::new`] and override fields as needed.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// HMAC key of the access tokens (HS256). At least 32 bytes in production.
+    pub jwt_secret: SecretString,
+    /// `iss` of the access tokens.
+    pub issuer: String,
+    /// `aud` of the access tokens.
+    pub audience: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// bcrypt work factor (4–31).
+    pub bcrypt_cost: u32,
+    /// How many password hashes may be computed at once.
+    pub hash_concurrency: usize,
+    /// Lifetime of a download link (at most [`MAX_DOWNLOAD_URL_TTL`]).
+    pub download_url_ttl: Duration,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Sign-in attempts allowed per account (normalised email) per minute; 0 disables.
+    pub signin_per_account_per_minute: u32,
+    /// Sign-in attempts allowed per client address per minute; 0 disables.
+    pub signin_per_address_per_minute: u32,
+    /// A request that has not produced a response by then is answered 503.
+    pub request_timeout: Duration,
+}
+
+impl ApiConfig {
+    /// The defaults: 15-minute access tokens, 30-day refresh tokens, bcrypt cost 12, one
+    /// concurrent hash per CPU, 15-minute download links, 64 KiB bodies, 5 sign-ins per
+    /// account and 20 per address each minute, 30-second request timeout.
+    pub fn new(jwt_secret: SecretString) -> Self {
+        Self {
+            jwt_secret,
+            issuer: "quire".to_owned(),
+            audience: "quire-api".to_owned(),
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            bcrypt_cost: 12,
+            hash_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            download_url_ttl: Duration::from_secs(15 * 60),
+            body_limit: 64 * 1024,
+            signin_per_account_per_minute: 5,
+            signin_per_address_per_minute: 20,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Shared state of every handler. Cloning is cheap: everything sits behind one `Arc`.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ApiConfig,
+    store: Arc<dyn RecordStore>,
+    dispatcher: Arc<dyn Dispatcher>,
+    storage: Arc<dyn OutputStorage>,
+    queue: Arc<dyn WorkQueue>,
+    local_files: Option<Arc<LocalStorage>>,
+    access_tokens: AccessTokens,
+    hasher: PasswordHasher,
+    signin_limiter: SigninLimiter,
+}
+
+impl AppState {
+    /// Builds the state. Out-of-range settings are brought into range (bcrypt cost 4–31, at
+    /// least one concurrent hash, download links between 1 second and 7 days).
+    ///
+    /// Computes the dummy password hash used to answer unknown emails in constant time, so
+    /// this takes as long as one bcrypt hash at the configured cost.
+    ///
+    /// `queue` is only used by the readiness check; `local_files` enables `GET /files/…`.
+    pub fn new(
+        mut config: ApiConfig,
+        store: Arc<dyn RecordStore>,
+        dispatcher: Arc<dyn Dispatcher>,
+        storage: Arc<dyn OutputStorage>,
+        queue: Arc<dyn WorkQueue>,
+        local_files: Option<Arc<LocalStorage>>,
+    ) -> Self {
+        config.bcrypt_cost = config.bcrypt_cost.clamp(MIN_BCRYPT_COST, MAX_BCRYPT_COST);
+        config.hash_concurrency = config.hash_concurrency.max(1);
+        config.download_url_ttl = config
+            .download_url_ttl
+            .clamp(Duration::from_secs(1), MAX_DOWNLOAD_URL_TTL);
+        let access_tokens = AccessTokens::new(
+            &config.jwt_secret,
+            &config.issuer,
+            &config.audience,
+            config.access_token_ttl,
+        );
+        let hasher = PasswordHasher::new(config.bcrypt_cost, config.hash_concurrency);
+        let signin_limiter = SigninLimiter::new(
+            config.signin_per_account_per_minute,
+            config.signin_per_address_per_minute,
+        );
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                dispatcher,
+                storage,
+                queue,
+                local_files,
+                access_tokens,
+                hasher,
+                signin_limiter,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn RecordStore> {
+        &self.inner.store
+    }
+
+    pub fn dispatcher(&self) -> &Arc<dyn Dispatcher> {
+        &self.inner.dispatcher
+    }
+
+    pub fn storage(&self) -> &Arc<dyn OutputStorage> {
+        &self.inner.storage
+    }
+
+    pub fn queue(&self) -> &Arc<dyn WorkQueue> {
+        &self.inner.queue
+    }
+
+    pub fn local_files(&self) -> Option<&Arc<LocalStorage>> {
+        self.inner.local_files.as_ref()
+    }
+
+    pub fn access_tokens(&self) -> &AccessTokens {
+        &self.inner.access_tokens
+    }
+
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.inner.hasher
+    }
+
+    pub fn signin_limiter(&self) -> &SigninLimiter {
+        &self.inner.signin_limiter
+    }
+}

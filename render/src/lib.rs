@@ -1,0 +1,66 @@
+//! Renders Quire reports to files: the profile PDF, the activity CSV/PDF and the dataset
+//! CSV/JSON/PDF, and fetches dataset rows from operator-configured data sources.
+//!
+//! The worker drives everything here:
+//!
+//! 1. for a dataset report, [`fetch_dataset`] (async) downloads the rows of a named
+//!    [`DataSource`], advancing [`Progress`] from 0 to 50;
+//! 2. one of [`render_profile`], [`render_activity`] or [`render_dataset`] (blocking,
+//!    CPU-bound: call it inside `spawn_blocking`) writes the finished file, advancing
+//!    [`Progress`] to 100 (a dataset render covers 50–100, the others 0–100).
+//!
+//! A render writes to a temporary file next to `out` and renames it over `out` only once
+//! the file is complete, so a failed render never leaves a partial file at `out`.
+//!
+//! # Data sources
+//!
+//! Users pick a data source by name; they never supply a URL. The operator lists the
+//! sources in a TOML file whose path is in `QUIRE_DATA_SOURCES_FILE`
+//! (see [`DataSources::from_env`]):
+//!
+//! ```toml
+//! [sources.games]
+//! url = "https://api.example.com/games"      # required; http(s) only, validated at load
+//! rows_pointer = "/results"                    # optional JSON pointer to the array of rows
+//!                                              #   (default: the whole body is the array)
+//! columns = ["name", "url"]                    # optional default columns (default: every key,
+//!                                              #   in first-seen order)
+//! timeout_secs = 10                            # optional whole-request timeout (default 10)
+//! # timeout_ms = 2500                          # optional, the same in milliseconds
+//! max_bytes = 10485760                         # optional response size cap (default 10 MiB)
+//! max_rows = 10000                             # optional row cap (default 10 000); a request's
+//!                                              #   `limit` can only lower it
+//! headers = { "Accept" = "application/json" }  # optional static request headers, e.g. an API
+//!                                              #   key; values are never logged or shown
+//! title = "Games"                              # optional PDF title (default: the name)
+//! ```
+//!
+//! Source names follow the rules of a dataset report's `source` parameter: 1–64 ASCII
+//! letters, digits, `-` and `_`. Unknown keys are rejected so a typo cannot silently
+//! drop a limit.
+//!
+//! The upstream must answer `2xx` with a JSON array of objects (at `rows_pointer`). Nested
+//! values are kept as JSON in [`Dataset::rows`]; CSV and PDF cells show them as compact
+//! JSON text, JSON output keeps them nested.
+
+mod activity;
+mod dataset;
+mod error;
+mod fetch;
+mod output;
+mod pdf;
+mod profile;
+mod progress;
+mod sources;
+mod text;
+
+pub use activity::{ActivityData, render_activity};
+pub use dataset::render_dataset;
+pub use error::{ConfigError, RenderError};
+pub use fetch::{Dataset, fetch_dataset};
+pub use profile::{ProfileData, render_profile};
+pub use progress::Progress;
+pub use sources::{
+    DATA_SOURCES_FILE_ENV, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT, DataSource,
+    DataSources,
+};
