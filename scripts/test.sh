@@ -48,4 +48,11 @@ grep -q "Quire is listening on http://127.0.0.1:$port" "$work/quire.log"
 rm -rf "$work"
 
 log "cargo test"
-cargo test --workspace --locked "$@"
+results=$(mktemp)
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$results" || status=$?
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "total: %d passed, %d failed, %d skipped\n", p, f, i }' "$results"
+rm -f "$results"
+exit "$status"

@@ -184,6 +184,23 @@ impl TestWorld {
         got.pop().unwrap()
     }
 
+    /// Receives the next message and lets a worker with `config` process it.
+    async fn process_next(&self, config: WorkerConfig) -> Outcome {
+        let delivery = self.receive_one(Duration::from_secs(30)).await;
+        self.worker(config)
+            .process(&delivery, &CancellationToken::new())
+            .await
+    }
+
+    /// True when no message becomes receivable within `wait`.
+    async fn queue_is_empty(&self, wait: Duration) -> bool {
+        self.queue
+            .receive(1, wait, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty()
+    }
+
     async fn report(&self, id: Uuid) -> Report {
         self.store
             .report(id)
@@ -209,12 +226,8 @@ async fn a_profile_report_is_rendered_stored_and_completed() {
     let report = world
         .request(ReportType::Profile, ReportFormat::Pdf, json!({}))
         .await;
-    let delivery = world.receive_one(Duration::from_secs(30)).await;
 
-    let outcome = world
-        .worker(fast_config())
-        .process(&delivery, &CancellationToken::new())
-        .await;
+    let outcome = world.process_next(fast_config()).await;
 
     assert_eq!(outcome, Outcome::Completed);
     let done = world.report(report.id).await;
@@ -232,14 +245,7 @@ async fn a_profile_report_is_rendered_stored_and_completed() {
     );
     assert!(pdf_text(&path).contains("ada@example.com"));
     // The message is gone once the outcome is committed.
-    assert!(
-        world
-            .queue
-            .receive(1, Duration::ZERO, Duration::from_secs(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(world.queue_is_empty(Duration::ZERO).await);
 }
 
 #[tokio::test]
@@ -252,12 +258,8 @@ async fn a_dataset_csv_holds_the_sources_rows() {
             json!({"source": "pokemon"}),
         )
         .await;
-    let delivery = world.receive_one(Duration::from_secs(30)).await;
 
-    let outcome = world
-        .worker(fast_config())
-        .process(&delivery, &CancellationToken::new())
-        .await;
+    let outcome = world.process_next(fast_config()).await;
 
     assert_eq!(outcome, Outcome::Completed);
     let csv = std::fs::read_to_string(world.output_path(&report)).unwrap();
@@ -411,14 +413,7 @@ async fn a_failing_source_is_retried_with_backoff_and_then_fails_for_good() {
     assert_eq!(failed.attempts, 2);
     assert!(failed.failed_at.is_some());
     assert!(failed.error_message.unwrap().contains("500"));
-    assert!(
-        world
-            .queue
-            .receive(1, Duration::from_millis(1500), Duration::from_secs(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(world.queue_is_empty(Duration::from_millis(1500)).await);
 }
 
 #[tokio::test]
@@ -431,12 +426,8 @@ async fn an_unknown_source_fails_at_once_without_retrying() {
             json!({"source": "nowhere"}),
         )
         .await;
-    let delivery = world.receive_one(Duration::from_secs(30)).await;
 
-    let outcome = world
-        .worker(fast_config())
-        .process(&delivery, &CancellationToken::new())
-        .await;
+    let outcome = world.process_next(fast_config()).await;
 
     assert_eq!(outcome, Outcome::Failed);
     let failed = world.report(report.id).await;
@@ -520,14 +511,7 @@ async fn unparseable_and_orphan_messages_are_moved_aside() {
     let dead = world.queue.dead_letters().await.unwrap();
     assert_eq!(dead.len(), 2);
     // Never delivered again.
-    assert!(
-        world
-            .queue
-            .receive(1, Duration::ZERO, Duration::from_secs(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(world.queue_is_empty(Duration::ZERO).await);
 }
 
 #[tokio::test]

@@ -16,10 +16,12 @@ use uuid::Uuid;
 type Store = Arc<dyn RecordStore>;
 
 crate::contract_suite! {
+    backends: {
     postgres: async { (quire_testing::fresh_postgres().await as Store, ()) },
     sqlite: async {
         let (store, dir) = quire_testing::fresh_sqlite().await;
         (store as Store, dir)
+    },
     },
     cases: [
         the_store_answers_a_ping,

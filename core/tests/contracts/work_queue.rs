@@ -81,6 +81,7 @@ impl QueueUnderTest for Database {
 }
 
 crate::contract_suite! {
+    backends: {
     postgres: async {
         let store = quire_testing::fresh_postgres().await;
         let pool = store.pool().clone();
@@ -90,6 +91,7 @@ crate::contract_suite! {
         let (store, dir) = quire_testing::fresh_sqlite().await;
         let pool = store.pool().clone();
         (Database::queue(move || DatabaseQueue::sqlite(pool.clone())), (store, dir))
+    },
     },
     cases: [
         the_queue_answers_a_ping,

@@ -1,0 +1,159 @@
+//! The [`Dispatcher`] contract, run against the built-in `QueueDispatcher` on each store
+//! with the database queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use quire_core::dispatch::{Dispatcher, QueueDispatcher};
+use quire_core::model::{Claim, Inserted, Lease, NewReport, NewUser, Report};
+use quire_core::queue::{DatabaseQueue, WorkQueue};
+use quire_core::store::RecordStore;
+use quire_core::{ReportFormat, ReportStatus, ReportType, Result, WorkMessage};
+use uuid::Uuid;
+
+struct Subject {
+    dispatcher: Arc<QueueDispatcher>,
+    store: Arc<dyn RecordStore>,
+    queue: Arc<dyn WorkQueue>,
+}
+
+type Dispatch = Arc<Subject>;
+
+fn subject(store: Arc<dyn RecordStore>, queue: DatabaseQueue) -> Dispatch {
+    let queue: Arc<dyn WorkQueue> = Arc::new(queue);
+    Arc::new(Subject {
+        dispatcher: Arc::new(QueueDispatcher::new(store.clone(), queue.clone())),
+        store,
+        queue,
+    })
+}
+
+crate::contract_suite! {
+    backends: {
+        postgres: async {
+            let store = quire_testing::fresh_postgres().await;
+            let queue = DatabaseQueue::postgres(store.pool().clone());
+            (subject(store.clone(), queue), store)
+        },
+        sqlite: async {
+            let (store, dir) = quire_testing::fresh_sqlite().await;
+            let queue = DatabaseQueue::sqlite(store.pool().clone());
+            (subject(store.clone(), queue), (store, dir))
+        },
+    },
+    cases: [
+        dispatch_sends_one_message_naming_the_report_and_marks_it_queued,
+        dispatching_a_claimed_report_again_does_not_move_it_back,
+        the_sweep_dispatches_only_reports_left_pending_past_the_grace_period,
+    ],
+}
+
+async fn pending_report(s: &Subject, created_at: chrono::DateTime<Utc>) -> Result<Report> {
+    let user_id = Uuid::now_v7();
+    s.store
+        .create_user(NewUser {
+            id: user_id,
+            email: format!("{user_id}@example.com"),
+            password_hash: "x".into(),
+            created_at,
+        })
+        .await?;
+    let inserted = s
+        .store
+        .insert_report(NewReport {
+            id: Uuid::now_v7(),
+            user_id,
+            report_type: ReportType::Profile,
+            format: ReportFormat::Pdf,
+            parameters: serde_json::json!({}),
+            idempotency_key: None,
+            request_fingerprint: None,
+            created_at,
+        })
+        .await?;
+    let Inserted::Created(report) = inserted else {
+        panic!("a new report")
+    };
+    Ok(report)
+}
+
+async fn messages(s: &Subject) -> Result<Vec<WorkMessage>> {
+    let deliveries = s
+        .queue
+        .receive(10, Duration::ZERO, Duration::from_secs(30))
+        .await?;
+    Ok(deliveries
+        .iter()
+        .map(|d| WorkMessage::from_body(&d.body).expect("a valid body"))
+        .collect())
+}
+
+async fn dispatch_sends_one_message_naming_the_report_and_marks_it_queued(
+    s: Dispatch,
+) -> Result<()> {
+    let report = pending_report(&s, Utc::now()).await?;
+    s.dispatcher.dispatch(&report).await?;
+
+    let sent = messages(&s).await?;
+    assert_eq!(
+        sent,
+        [WorkMessage::new(
+            report.id,
+            report.user_id,
+            ReportType::Profile,
+            1
+        )]
+    );
+    let stored = s.store.report(report.id).await?.expect("the report");
+    assert_eq!(stored.status, ReportStatus::Queued);
+    assert!(stored.queued_at.is_some());
+    Ok(())
+}
+
+async fn dispatching_a_claimed_report_again_does_not_move_it_back(s: Dispatch) -> Result<()> {
+    let report = pending_report(&s, Utc::now()).await?;
+    s.dispatcher.dispatch(&report).await?;
+    let lease = Lease {
+        owner: "w".into(),
+        expires_at: Utc::now() + chrono::Duration::seconds(60),
+    };
+    assert!(matches!(
+        s.store.claim_report(report.id, &lease, Utc::now()).await?,
+        Claim::Claimed(_)
+    ));
+
+    // A retried dispatch step: at most a duplicate message, never a state change.
+    s.dispatcher.dispatch(&report).await?;
+    assert_eq!(
+        s.store.report(report.id).await?.expect("the report").status,
+        ReportStatus::Running
+    );
+    assert_eq!(
+        messages(&s).await?.len(),
+        2,
+        "the duplicate is harmless: the claim is taken"
+    );
+    Ok(())
+}
+
+async fn the_sweep_dispatches_only_reports_left_pending_past_the_grace_period(
+    s: Dispatch,
+) -> Result<()> {
+    let stale = pending_report(&s, Utc::now() - chrono::Duration::minutes(5)).await?;
+    let fresh = pending_report(&s, Utc::now()).await?;
+
+    assert_eq!(s.dispatcher.sweep_once(Duration::from_secs(60)).await?, 1);
+
+    let sent: Vec<Uuid> = messages(&s).await?.iter().map(|m| m.report_id).collect();
+    assert_eq!(sent, [stale.id]);
+    assert_eq!(
+        s.store.report(stale.id).await?.expect("stale").status,
+        ReportStatus::Queued
+    );
+    assert_eq!(
+        s.store.report(fresh.id).await?.expect("fresh").status,
+        ReportStatus::Pending
+    );
+    Ok(())
+}
