@@ -396,6 +396,7 @@ impl Worker {
             while tasks.try_join_next().is_some() {}
         }
 
+        while tasks.try_join_next().is_some() {}
         tracing::info!(in_flight = tasks.len(), grace = ?self.config.shutdown_grace, "worker stopping");
         let drained = tokio::time::timeout(self.config.shutdown_grace, async {
             while tasks.join_next().await.is_some() {}
