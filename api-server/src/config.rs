@@ -9,16 +9,14 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
-use hmac::{Hmac, Mac};
 use quire_api::ApiConfig;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
 use url::Url;
 
 /// Shortest accepted JWT secret and download signing key, in bytes.
 const MIN_SECRET_BYTES: usize = 32;
 /// What the download signing key is derived from the JWT secret with, when not given.
-const DOWNLOAD_KEY_LABEL: &[u8] = b"quire/download-signing-key/v1";
+const DOWNLOAD_KEY_LABEL: &str = "download-signing-key/v1";
 
 #[derive(Debug, Parser)]
 #[command(name = "api-server", version, about = "Quire's REST API server")]
@@ -165,10 +163,10 @@ impl Config {
             );
             return Ok(key.expose_secret().as_bytes().to_vec());
         }
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.jwt_secret()?.expose_secret().as_bytes())
-            .context("HMAC accepts keys of any length")?;
-        mac.update(DOWNLOAD_KEY_LABEL);
-        Ok(mac.finalize().into_bytes().to_vec())
+        Ok(quire_core::derive_key(
+            self.jwt_secret()?.expose_secret().as_bytes(),
+            DOWNLOAD_KEY_LABEL,
+        ))
     }
 
     /// `QUIRE_PUBLIC_URL`, or `http://<listen>` with an unspecified address replaced by
