@@ -12,11 +12,13 @@ use serde::{Deserialize, Serialize};
 
 mod message;
 mod parameters;
+pub mod report_request;
 
 pub use message::{WORK_MESSAGE_VERSION, WorkMessage};
 pub use parameters::{
     ActivityParameters, DatasetParameters, ParameterError, ProfileParameters, ReportParameters,
 };
+pub use report_request::{ReportRequest, ReportRequestSpec, ReportRequestStatus};
 
 /// Declares a string-backed enum with `as_str`, `Display`, `FromStr` and serde in one place,
 /// so the database, the JSON API and the queue can never spell a variant differently.
