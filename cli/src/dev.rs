@@ -164,19 +164,33 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
 /// The 32-byte root secret of this data directory, created on first start (mode 0600), so
 /// tokens and download links survive restarts.
 fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let key = hex::decode(text.trim()).context("secret.key is not hex")?;
-        anyhow::ensure!(key.len() >= 32, "secret.key is shorter than 32 bytes");
-        return Ok(key);
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let key = hex::decode(text.trim())
+                .with_context(|| format!("{} is not hex", path.display()))?;
+            anyhow::ensure!(
+                key.len() >= 32,
+                "{} is shorter than 32 bytes",
+                path.display()
+            );
+            return Ok(key);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
+    // Written in full to a temporary file, synced, then renamed: a crash during the first
+    // start can never leave a truncated secret behind.
     let key: [u8; 32] = rand::random();
+    let tmp = path.with_extension("key.tmp");
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
     std::io::Write::write_all(&mut file, hex::encode(key).as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("creating {}", path.display()))?;
     Ok(key.to_vec())
 }

@@ -13,6 +13,7 @@ use quire_render::Progress;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -123,6 +124,7 @@ impl Worker {
         let owner = lease.owner.clone();
         let progress = Progress::new();
         let lost = CancellationToken::new();
+        let workdir = tempfile::tempdir()?;
         let heartbeat = self.heartbeat(
             report.id,
             owner.clone(),
@@ -130,8 +132,9 @@ impl Worker {
             progress.clone(),
             lost.clone(),
         );
-        let heartbeat = tokio::spawn(heartbeat.in_current_span());
-        let workdir = tempfile::tempdir()?;
+        // Aborted when this function returns by any path (`?` included): an orphaned
+        // heartbeat would keep the lease alive and the report `running` forever.
+        let heartbeat = AbortOnDropHandle::new(tokio::spawn(heartbeat.in_current_span()));
 
         let rendered = tokio::select! {
             result = render_report(self, &report, workdir.path(), &progress) => Some(result),
@@ -143,7 +146,7 @@ impl Worker {
         };
 
         let outcome = match rendered {
-            None => self.lease_lost(&report).await,
+            None => self.lease_lost(&report, receipt).await,
             Some(Ok(path)) => {
                 let key = output_key(&report);
                 // Checked right before writing, so a worker that lost the report does not
@@ -153,7 +156,7 @@ impl Worker {
                     expires_at: Utc::now() + self.lease_chrono(),
                 };
                 if !self.store.renew_lease(report.id, &renewed).await? {
-                    self.lease_lost(&report).await
+                    self.lease_lost(&report, receipt).await
                 } else {
                     let stored = self
                         .storage
@@ -170,7 +173,7 @@ impl Worker {
                                 tracing::info!(size = stored.size, "report completed");
                                 Ok(Outcome::Completed)
                             } else {
-                                self.lease_lost(&report).await
+                                self.lease_lost(&report, receipt).await
                             }
                         }
                         Err(e) => {
@@ -197,7 +200,7 @@ impl Worker {
 
     /// The report slipped out of this worker's hands mid-render: cancelled by its owner
     /// (discard the output, delete the message) or taken over after the lease expired.
-    async fn lease_lost(&self, report: &Report) -> quire_core::Result<Outcome> {
+    async fn lease_lost(&self, report: &Report, receipt: &Receipt) -> quire_core::Result<Outcome> {
         let current = self.store.report(report.id).await?;
         match current {
             Some(r) if r.status == ReportStatus::Cancelled => {
@@ -205,6 +208,11 @@ impl Worker {
                 // Another holder never writes a cancelled report's output, so the key is ours.
                 if let Err(e) = self.storage.delete(&output_key(report)).await {
                     tracing::warn!(error = %e, "could not delete a cancelled report's output");
+                }
+                // The receipt may be stale if the lease had lapsed; the message then comes
+                // back once and is acknowledged as finished.
+                if let Err(e) = self.queue.ack(receipt).await {
+                    tracing::debug!(error = %e, "could not delete a cancelled report's message");
                 }
                 Ok(Outcome::Cancelled)
             }
@@ -232,7 +240,7 @@ impl Worker {
             .fail_attempt(report.id, owner, error, false, Utc::now())
             .await?
         {
-            return self.lease_lost(report).await;
+            return self.lease_lost(report, receipt).await;
         }
         let delay = self.backoff(attempts);
         tracing::warn!(error, ?delay, "attempt failed; will retry");
@@ -252,7 +260,7 @@ impl Worker {
             .fail_attempt(report.id, owner, error, true, Utc::now())
             .await?
         {
-            return self.lease_lost(report).await;
+            return self.lease_lost(report, receipt).await;
         }
         tracing::warn!(error, "report failed");
         self.queue.ack(receipt).await?;

@@ -482,6 +482,10 @@ async fn a_report_cancelled_while_rendering_leaves_no_output() {
         ReportStatus::Cancelled
     );
     assert!(!world.storage.exists(&output_key(&report)).await.unwrap());
+    assert!(
+        world.queue_is_empty(Duration::ZERO).await,
+        "the message is deleted"
+    );
 }
 
 #[tokio::test]
@@ -539,6 +543,10 @@ async fn shutdown_hands_an_unfinished_report_back_to_the_queue() {
     let released = world.report(report.id).await;
     assert_eq!(released.status, ReportStatus::Queued);
     assert_eq!(released.lease_owner, None);
+    assert_eq!(
+        released.attempts, 0,
+        "a shutdown does not use up an attempt"
+    );
     // Immediately receivable again: the next start picks it up.
     let again = world.receive_one(Duration::from_secs(30)).await;
     assert_eq!(

@@ -144,7 +144,19 @@ async fn create_report(
         request_fingerprint: fingerprint.clone(),
         created_at: Utc::now(),
     };
-    let (report, replayed) = match state.store().insert_report(new_report).await? {
+    let inserted = match state.store().insert_report(new_report).await {
+        // A correctly signed token whose account is gone (a restored database, a secret
+        // shared across environments): the client's credentials are the problem.
+        Err(quire_core::Error::Database(sqlx::Error::Database(e)))
+            if e.is_foreign_key_violation() =>
+        {
+            return Err(ApiError::Unauthorized(
+                "the account this token was issued for no longer exists; sign in again".into(),
+            ));
+        }
+        other => other?,
+    };
+    let (report, replayed) = match inserted {
         Inserted::Created(report) => (dispatch(&state, report).await, false),
         Inserted::Existing(report) if report.request_fingerprint == fingerprint => (report, true),
         Inserted::Existing(_) => {

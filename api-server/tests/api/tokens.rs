@@ -219,3 +219,18 @@ async fn signout_is_idempotent_but_rejects_a_malformed_body() {
         .unwrap();
     error(malformed, StatusCode::BAD_REQUEST, "bad_request").await;
 }
+
+#[tokio::test]
+async fn a_valid_token_for_an_account_that_no_longer_exists_cannot_request_reports() {
+    let app = spawn_app().await;
+    let token = token_with(&claims_for(uuid::Uuid::now_v7()), JWT_SECRET);
+    let response = app
+        .post_authed(
+            "/reports",
+            &token,
+            &json!({"report_type": "profile", "format": "pdf"}),
+        )
+        .await;
+    let message = error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert!(message.contains("no longer exists"), "{message}");
+}

@@ -227,8 +227,36 @@ impl OutputStorage for LocalStorage {
         })
     }
 
+    /// A link is reusable when it points at this server and still verifies: after a move
+    /// to another address or a signing-key rotation it does not.
     fn recognises_url(&self, url: &str) -> bool {
-        url.starts_with(self.public_url.as_str())
+        let Some(rest) = url.strip_prefix(self.public_url.as_str()) else {
+            return false;
+        };
+        let Some(key) = rest
+            .split('?')
+            .next()
+            .and_then(|path| path.strip_prefix("files/"))
+        else {
+            return false;
+        };
+        let Ok(parsed) = Url::parse(url) else {
+            return false;
+        };
+        let query: std::collections::HashMap<_, _> = parsed.query_pairs().into_owned().collect();
+        let field = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
+        let Ok(expires) = field("expires").parse::<i64>() else {
+            return false;
+        };
+        self.verify(
+            key,
+            expires,
+            field("content_type"),
+            field("file_name"),
+            field("signature"),
+            Utc::now(),
+        )
+        .is_ok()
     }
 
     async fn ping(&self) -> Result<()> {
@@ -236,5 +264,40 @@ impl OutputStorage for LocalStorage {
         tokio::fs::write(&probe, b"ok").await?;
         tokio::fs::remove_file(&probe).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage(dir: &Path, key: u8) -> LocalStorage {
+        LocalStorage::new(
+            dir,
+            "http://127.0.0.1:8080/".parse().expect("a URL"),
+            vec![key; 32],
+        )
+        .expect("local storage")
+    }
+
+    #[tokio::test]
+    async fn a_link_signed_with_a_rotated_key_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("in.csv");
+        std::fs::write(&file, b"a,b\n").unwrap();
+        let meta = ObjectMeta {
+            content_type: "text/csv".into(),
+            file_name: "r.csv".into(),
+        };
+        let old = storage(&dir.path().join("out"), 1);
+        old.put_file("u/r.csv", &file, &meta).await.unwrap();
+        let link = old
+            .download_url("u/r.csv", &meta, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(old.recognises_url(&link.url));
+
+        let rotated = storage(&dir.path().join("out"), 2);
+        assert!(!rotated.recognises_url(&link.url));
     }
 }

@@ -114,7 +114,8 @@ pub trait RecordStore: Send + Sync + 'static {
         give_up: bool,
         now: DateTime<Utc>,
     ) -> Result<bool>;
-    /// Hands a running report back (`queued`, lease cleared) without counting a failure,
-    /// e.g. on graceful shutdown. `false` if the caller did not hold it.
+    /// Hands a running report back (`queued`, lease cleared, the claim's attempt given back)
+    /// without counting a failure, e.g. on graceful shutdown, so rolling restarts never use
+    /// up a report's attempts. `false` if the caller did not hold it.
     async fn release_report(&self, id: Uuid, owner: &str, now: DateTime<Utc>) -> Result<bool>;
 }

@@ -128,7 +128,7 @@ pub(super) const GIVE_UP_ATTEMPT: &str = "UPDATE reports SET status = 'failed', 
      error_message = $3, failed_at = $4, updated_at = $4, lease_owner = NULL, \
      lease_expires_at = NULL WHERE id = $1 AND status = 'running' AND lease_owner = $2";
 pub(super) const RELEASE_REPORT: &str = "UPDATE reports SET status = 'queued', progress = 0, \
-     updated_at = $3, lease_owner = NULL, lease_expires_at = NULL \
+     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = $3, lease_owner = NULL, lease_expires_at = NULL \
      WHERE id = $1 AND status = 'running' AND lease_owner = $2";
 
 // ---- rows --------------------------------------------------------------------------------
