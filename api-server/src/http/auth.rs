@@ -207,6 +207,21 @@ async fn refresh(
         return Err(rejected());
     }
     let pair = issue_tokens(&state, token.user_id, token.family_id, now).await?;
+    // A reuse racing this refresh may have revoked the family after we spent the old token
+    // but before the new one existed, missing it. The revocation is visible on the old
+    // token: if it happened, revoke again (now covering the new token) and refuse.
+    let revoked_meanwhile = state
+        .store()
+        .refresh_token(&hash)
+        .await?
+        .is_none_or(|old| old.revoked_at.is_some());
+    if revoked_meanwhile {
+        state
+            .store()
+            .revoke_token_family(token.family_id, now)
+            .await?;
+        return Err(rejected());
+    }
     Ok(no_store(Json(pair)))
 }
 
