@@ -7,6 +7,7 @@
 //! - [`dispatch::Dispatcher`]: hands a stored report to the work queue (built-in; the
 //!   Kubernetes controller next).
 
+pub mod aws;
 pub mod dispatch;
 pub mod model;
 pub mod queue;

@@ -4,6 +4,8 @@
 //! starts a throwaway server and sets it). Each call to [`fresh_postgres`] creates a new,
 //! migrated database on it, so tests never see each other's rows.
 
+pub mod aws;
+
 use std::sync::Arc;
 
 use quire_core::store::{PgStore, SqliteStore};

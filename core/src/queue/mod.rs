@@ -13,8 +13,10 @@ use async_trait::async_trait;
 use crate::Result;
 
 pub mod database;
+pub mod sqs;
 
 pub use database::DatabaseQueue;
+pub use sqs::SqsQueue;
 
 /// Identifies one receipt of a message. It changes on every receive, so a holder whose
 /// visibility timeout ran out cannot delete or extend the message another worker now holds.

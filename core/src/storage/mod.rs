@@ -10,8 +10,10 @@ use crate::Result;
 use crate::model::StoredOutput;
 
 pub mod local;
+pub mod s3;
 
 pub use local::LocalStorage;
+pub use s3::S3Storage;
 
 /// How a stored object is served.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,20 +1,28 @@
-//! The [`OutputStorage`] contract, run against `LocalStorage`.
+//! The [`OutputStorage`] contract, run against `LocalStorage` and against `S3Storage` on a
+//! fresh bucket of the AWS endpoint (moto in the test command).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use aws_sdk_s3::config::{ProvideCredentials, SharedCredentialsProvider};
+use chrono::{NaiveDateTime, Utc};
+use hmac::{Hmac, Mac};
 use quire_core::Result;
-use quire_core::storage::{LocalStorage, ObjectMeta, OutputStorage};
+use quire_core::storage::{DownloadUrl, LocalStorage, ObjectMeta, OutputStorage, S3Storage};
 use sha2::{Digest, Sha256};
 
-/// Storage under test, plus the one thing the contract needs beyond [`OutputStorage`]:
-/// following a download link the way a browser would.
+/// Storage under test, plus what the contract needs beyond [`OutputStorage`]: following a
+/// download link the way a browser would, forging one, and how an object was uploaded.
 #[async_trait]
 trait StorageUnderTest: OutputStorage {
     /// The bytes behind `url`, or `None` when the link is refused (expired, forged, gone).
     async fn follow(&self, url: &str) -> Option<Vec<u8>>;
+    /// `link` altered to claim it lasts a day longer, without signing it again.
+    fn with_later_expiry(&self, link: &DownloadUrl) -> String;
+    /// How many parts the object under `key` was uploaded in, for backends that upload in
+    /// parts (`None` for the others).
+    async fn upload_parts(&self, key: &str) -> Result<Option<usize>>;
 }
 
 type Storage = Arc<dyn StorageUnderTest>;
@@ -74,6 +82,227 @@ impl StorageUnderTest for Local {
             .ok()?;
         tokio::fs::read(file.path).await.ok()
     }
+    fn with_later_expiry(&self, link: &DownloadUrl) -> String {
+        let expires = link.expires_at.timestamp();
+        link.url
+            .replace(&expires.to_string(), &(expires + 86_400).to_string())
+    }
+    async fn upload_parts(&self, _key: &str) -> Result<Option<usize>> {
+        Ok(None)
+    }
+}
+
+/// `S3Storage` on a fresh bucket, uploading in parts above 5 MiB (S3's smallest part).
+///
+/// `follow` is what a browser gets from S3. moto serves a presigned URL without checking
+/// its signature or expiry, so `follow` first checks the link the way S3 does (SigV4 query
+/// authentication, [`S3::check_like_s3`]) and only then GETs it.
+struct S3 {
+    storage: S3Storage,
+    client: aws_sdk_s3::Client,
+    /// What signs the links, to check them with.
+    credentials: SharedCredentialsProvider,
+    http: reqwest::Client,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl S3 {
+    async fn storage() -> Storage {
+        let storage = quire_testing::aws::fresh_bucket()
+            .await
+            .with_multipart_threshold(5 * 1024 * 1024);
+        let config = quire_testing::aws::sdk_config().await;
+        let client = quire_core::aws::s3_client(&config, true);
+        let credentials = config
+            .credentials_provider()
+            .expect("the AWS configuration has credentials");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("an HTTP client");
+        Arc::new(S3 {
+            storage,
+            client,
+            credentials,
+            http,
+        })
+    }
+
+    /// True when `url` carries a valid SigV4 query signature (by this client's credentials)
+    /// that has not expired: S3's check of a presigned GET.
+    async fn check_like_s3(&self, url: &url::Url) -> bool {
+        let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        let param = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let (
+            Some("AWS4-HMAC-SHA256"),
+            Some(credential),
+            Some(date),
+            Some(expires),
+            Some("host"),
+            Some(signature),
+        ) = (
+            param("X-Amz-Algorithm"),
+            param("X-Amz-Credential"),
+            param("X-Amz-Date"),
+            param("X-Amz-Expires"),
+            param("X-Amz-SignedHeaders"),
+            param("X-Amz-Signature"),
+        )
+        else {
+            return false;
+        };
+        let (Ok(signed_at), Ok(expires)) = (
+            NaiveDateTime::parse_from_str(date, "%Y%m%dT%H%M%SZ"),
+            expires.parse::<i64>(),
+        ) else {
+            return false;
+        };
+        if Utc::now() > signed_at.and_utc() + chrono::Duration::seconds(expires) {
+            return false;
+        }
+        let Some((_, scope)) = credential.split_once('/') else {
+            return false;
+        };
+
+        let mut canonical_query: Vec<(String, String)> = query
+            .iter()
+            .filter(|(k, _)| k != "X-Amz-Signature")
+            .map(|(k, v)| (uri_encode(k), uri_encode(v)))
+            .collect();
+        canonical_query.sort();
+        let canonical_query = canonical_query
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let host = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => return false,
+        };
+        let canonical_request = format!(
+            "GET\n{}\n{canonical_query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD",
+            url.path()
+        );
+        let string_to_sign = format!(
+            "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
+            hex::encode(Sha256::digest(canonical_request.as_bytes()))
+        );
+
+        let Ok(credentials) = self.credentials.provide_credentials().await else {
+            return false;
+        };
+        let mut key = format!("AWS4{}", credentials.secret_access_key()).into_bytes();
+        for part in scope.split('/') {
+            key = hmac(&key, part.as_bytes());
+        }
+        let expected = hmac(&key, string_to_sign.as_bytes());
+        hex::decode(signature).is_ok_and(|given| given == expected)
+    }
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// SigV4's URI encoding: everything but `A-Z a-z 0-9 - _ . ~` as `%XX`.
+fn uri_encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl OutputStorage for S3 {
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        meta: &ObjectMeta,
+    ) -> Result<quire_core::model::StoredOutput> {
+        self.storage.put_file(key, path, meta).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.storage.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.storage.exists(key).await
+    }
+    async fn download_url(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        ttl: Duration,
+    ) -> Result<DownloadUrl> {
+        self.storage.download_url(key, meta, ttl).await
+    }
+    fn recognises_url(&self, url: &str) -> bool {
+        self.storage.recognises_url(url)
+    }
+    async fn ping(&self) -> Result<()> {
+        self.storage.ping().await
+    }
+}
+
+#[async_trait]
+impl StorageUnderTest for S3 {
+    async fn follow(&self, url: &str) -> Option<Vec<u8>> {
+        let parsed = url::Url::parse(url).ok()?;
+        if !self.check_like_s3(&parsed).await {
+            return None;
+        }
+        let response = self.http.get(parsed).send().await.ok()?;
+        if response.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        response.bytes().await.ok().map(|b| b.to_vec())
+    }
+    fn with_later_expiry(&self, link: &DownloadUrl) -> String {
+        let mut url = url::Url::parse(&link.url).expect("a link is a URL");
+        let query: Vec<(String, String)> = url
+            .query_pairs()
+            .into_owned()
+            .map(|(k, v)| match (k.as_str(), v.parse::<u64>()) {
+                ("X-Amz-Expires", Ok(expires)) => (k, (expires + 86_400).to_string()),
+                _ => (k, v),
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(query);
+        url.into()
+    }
+    async fn upload_parts(&self, key: &str) -> Result<Option<usize>> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(self.storage.bucket())
+            .key(self.storage.object_key(key)?)
+            .send()
+            .await
+            .map_err(|e| {
+                quire_core::Error::Storage(aws_sdk_s3::error::DisplayErrorContext(&e).to_string())
+            })?;
+        // A multipart object's ETag is `"<hash>-<parts>"`; a single upload's has no dash.
+        let etag = head.e_tag().unwrap_or_default().trim_matches('"');
+        Ok(Some(
+            etag.rsplit_once('-')
+                .and_then(|(_, parts)| parts.parse().ok())
+                .unwrap_or(1),
+        ))
+    }
 }
 
 crate::contract_suite! {
@@ -88,6 +317,7 @@ crate::contract_suite! {
             .expect("local storage");
             (Arc::new(Local(storage)) as Storage, dir)
         },
+        s3: async { (S3::storage().await, ()) },
     },
     cases: [
         the_storage_answers_a_ping,
@@ -195,10 +425,7 @@ async fn a_tampered_link_is_refused(storage: Storage) -> Result<()> {
         .download_url(&key, &meta(), Duration::from_secs(60))
         .await?;
     // Push the expiry out by a day without re-signing.
-    let expires = link.expires_at.timestamp();
-    let forged = link
-        .url
-        .replace(&expires.to_string(), &(expires + 86_400).to_string());
+    let forged = storage.with_later_expiry(&link);
     assert_ne!(forged, link.url);
     assert_eq!(storage.follow(&forged).await, None);
     Ok(())
@@ -226,6 +453,9 @@ async fn a_large_file_is_stored_intact(storage: Storage) -> Result<()> {
     let stored = storage.put_file(&key, &path, &meta()).await?;
     assert_eq!(stored.size, bytes.len() as u64);
     assert_eq!(stored.sha256, hex::encode(Sha256::digest(&bytes)));
+    if let Some(parts) = storage.upload_parts(&key).await? {
+        assert!(parts > 1, "uploaded in {parts} part(s)");
+    }
     let link = storage
         .download_url(&key, &meta(), Duration::from_secs(60))
         .await?;

@@ -1,11 +1,13 @@
-//! The [`WorkQueue`] contract, run against `DatabaseQueue` on Postgres and on SQLite.
+//! The [`WorkQueue`] contract, run against `DatabaseQueue` on Postgres and on SQLite, and
+//! `SqsQueue` on a fresh queue of the AWS endpoint (moto in the test command).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use quire_core::queue::{DatabaseQueue, Delivery, Receipt, WorkQueue};
+use quire_core::queue::sqs::DEAD_LETTER_REASON_ATTRIBUTE;
+use quire_core::queue::{DatabaseQueue, Delivery, Receipt, SqsQueue, WorkQueue};
 use quire_core::{Error, Result};
 use tokio::time::Instant;
 
@@ -17,6 +19,12 @@ trait QueueUnderTest: WorkQueue {
     /// Another handle on the same queue that shares nothing in-process with this one, as a
     /// second process would have; it finds new messages by polling.
     fn detached(&self) -> Arc<dyn QueueUnderTest>;
+    /// Whether every operation with a receipt that is no longer current (the message was
+    /// received again, deleted or dead-lettered) fails as stale. SQS gives no such promise;
+    /// see [`assert_stale_or_tolerated`].
+    fn rejects_stale_receipts(&self) -> bool {
+        true
+    }
 }
 
 type Queue = Arc<dyn QueueUnderTest>;
@@ -80,6 +88,108 @@ impl QueueUnderTest for Database {
     }
 }
 
+/// `SqsQueue` on a fresh queue with a dead-letter queue; dead letters are read back from
+/// that queue.
+struct Sqs {
+    queue: SqsQueue,
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    dead_letter_url: String,
+}
+
+impl Sqs {
+    async fn queue() -> Queue {
+        let (queue, queue_url) = quire_testing::aws::fresh_queue().await;
+        let dead_letter_url = queue
+            .dead_letter_queue_url()
+            .await
+            .expect("read the redrive policy")
+            .expect("the test queue has a dead-letter queue");
+        let client = quire_core::aws::sqs_client(&quire_testing::aws::sdk_config().await);
+        Arc::new(Sqs {
+            queue,
+            client,
+            queue_url,
+            dead_letter_url,
+        })
+    }
+}
+
+#[async_trait]
+impl WorkQueue for Sqs {
+    async fn send(&self, body: &str, delay: Duration) -> Result<()> {
+        self.queue.send(body, delay).await
+    }
+    async fn receive(&self, max: usize, wait: Duration, vis: Duration) -> Result<Vec<Delivery>> {
+        self.queue.receive(max, wait, vis).await
+    }
+    async fn extend(&self, receipt: &Receipt, visibility: Duration) -> Result<()> {
+        self.queue.extend(receipt, visibility).await
+    }
+    async fn ack(&self, receipt: &Receipt) -> Result<()> {
+        self.queue.ack(receipt).await
+    }
+    async fn retry_later(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
+        self.queue.retry_later(receipt, delay).await
+    }
+    async fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<()> {
+        self.queue.dead_letter(receipt, reason).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.queue.ping().await
+    }
+}
+
+#[async_trait]
+impl QueueUnderTest for Sqs {
+    async fn dead_letters(&self) -> Result<Vec<(String, String)>> {
+        let mut letters = Vec::new();
+        loop {
+            let received = self
+                .client
+                .receive_message()
+                .queue_url(&self.dead_letter_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .visibility_timeout(60)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::Queue(format!(
+                        "reading dead letters: {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(&e)
+                    ))
+                })?;
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return Ok(letters);
+            }
+            for message in messages {
+                let reason = message
+                    .message_attributes()
+                    .and_then(|a| a.get(DEAD_LETTER_REASON_ATTRIBUTE))
+                    .and_then(|a| a.string_value())
+                    .unwrap_or_default()
+                    .to_owned();
+                letters.push((message.body.unwrap_or_default(), reason));
+            }
+        }
+    }
+    fn detached(&self) -> Arc<dyn QueueUnderTest> {
+        Arc::new(Sqs {
+            queue: SqsQueue::new(self.client.clone(), self.queue_url.clone())
+                .with_dead_letter_queue(self.dead_letter_url.clone()),
+            client: self.client.clone(),
+            queue_url: self.queue_url.clone(),
+            dead_letter_url: self.dead_letter_url.clone(),
+        })
+    }
+    fn rejects_stale_receipts(&self) -> bool {
+        false
+    }
+}
+
 crate::contract_suite! {
     backends: {
     postgres: async {
@@ -92,6 +202,7 @@ crate::contract_suite! {
         let pool = store.pool().clone();
         (Database::queue(move || DatabaseQueue::sqlite(pool.clone())), (store, dir))
     },
+    sqs: async { (Sqs::queue().await, ()) },
     },
     cases: [
         the_queue_answers_a_ping,
@@ -136,6 +247,24 @@ fn assert_stale(result: Result<()>) {
     );
 }
 
+/// An operation with a receipt that is no longer current. A queue that rejects stale
+/// receipts must say so; SQS may instead accept it (a repeated `DeleteMessage` succeeds, and
+/// an older receipt handle of a message may still be honoured), but must not fail any other
+/// way. The worker never relies on the refusal (the record store's leases decide who
+/// records an outcome); the cases check what it does rely on afterwards: the current
+/// holder's receipt still works, and a deleted message stays deleted.
+fn assert_stale_or_tolerated(queue: &Queue, result: Result<()>) {
+    if queue.rejects_stale_receipts() {
+        assert_stale(result);
+    } else {
+        match &result {
+            Ok(()) => {}
+            Err(Error::Queue(m)) if m.contains("stale") => {}
+            Err(e) => panic!("neither accepted nor refused as stale: {e:?}"),
+        }
+    }
+}
+
 // ---- cases ---------------------------------------------------------------------------------
 
 async fn the_queue_answers_a_ping(queue: Queue) -> Result<()> {
@@ -148,7 +277,7 @@ async fn a_sent_message_is_received_once_and_acked(queue: Queue) -> Result<()> {
     assert_eq!(delivery.body, r#"{"hello":"world"}"#);
     assert_eq!(delivery.receive_count, 1);
     queue.ack(&delivery.receipt).await?;
-    assert_stale(queue.ack(&delivery.receipt).await);
+    assert_stale_or_tolerated(&queue, queue.ack(&delivery.receipt).await);
     assert_empty(&queue).await
 }
 
@@ -175,11 +304,20 @@ async fn an_unacked_message_reappears_after_its_visibility_timeout_with_a_new_re
     assert_eq!(second.receive_count, 2);
     assert_ne!(second.receipt, first.receipt);
 
-    // The first holder can no longer touch it.
-    assert_stale(queue.extend(&first.receipt, HOLD).await);
-    assert_stale(queue.retry_later(&first.receipt, NOW).await);
-    assert_stale(queue.dead_letter(&first.receipt, "stale").await);
-    assert_stale(queue.ack(&first.receipt).await);
+    if queue.rejects_stale_receipts() {
+        // The first holder can no longer touch it.
+        assert_stale(queue.extend(&first.receipt, HOLD).await);
+        assert_stale(queue.retry_later(&first.receipt, NOW).await);
+        assert_stale(queue.dead_letter(&first.receipt, "stale").await);
+        assert_stale(queue.ack(&first.receipt).await);
+    } else {
+        // SQS may still honour the first receipt. The only use a worker makes of a receipt
+        // it no longer holds is its heartbeat's extend (before the record store tells it
+        // the lease is gone; with the lease gone it never acks, retries or dead-letters),
+        // and that must not get in the new holder's way.
+        assert_stale_or_tolerated(&queue, queue.extend(&first.receipt, HOLD).await);
+        queue.extend(&second.receipt, HOLD).await?;
+    }
     queue.ack(&second.receipt).await?;
     assert_empty(&queue).await
 }
@@ -243,8 +381,8 @@ async fn a_dead_lettered_message_is_never_redelivered_and_is_listed(queue: Queue
     queue
         .dead_letter(&poison.receipt, "unparseable body")
         .await?;
-    assert_stale(queue.ack(&poison.receipt).await);
-    assert_stale(queue.extend(&poison.receipt, HOLD).await);
+    assert_stale_or_tolerated(&queue, queue.ack(&poison.receipt).await);
+    assert_stale_or_tolerated(&queue, queue.extend(&poison.receipt, HOLD).await);
 
     // After the visibility timeout only the other message comes back.
     tokio::time::sleep(SHORT + Duration::from_millis(500)).await;
@@ -353,4 +491,77 @@ async fn concurrent_receivers_never_get_the_same_message(queue: Queue) -> Result
     assert_eq!(bodies.iter().collect::<HashSet<_>>().len(), 20);
     assert_eq!(receipts.len(), 20);
     Ok(())
+}
+
+/// What `SqsQueue` does beyond the contract: dead-lettering without a dead-letter queue or
+/// without the body, and long polls beyond SQS's 20 s.
+mod sqs_only {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_a_dead_letter_queue_dead_lettering_deletes_the_message() -> Result<()> {
+        let (queue, queue_url) = quire_testing::aws::fresh_queue().await;
+        let client = quire_core::aws::sqs_client(&quire_testing::aws::sdk_config().await);
+        let plain = SqsQueue::new(client, queue_url);
+        plain.send("poison", NOW).await?;
+        let mut got = plain.receive(10, NOW, SHORT).await?;
+        let poison = got.pop().expect("the message");
+        plain.dead_letter(&poison.receipt, "unparseable").await?;
+        tokio::time::sleep(SHORT + Duration::from_millis(500)).await;
+        assert!(plain.receive(10, NOW, HOLD).await?.is_empty());
+        // Nothing went to the dead-letter queue the redrive policy names.
+        let dead_letters = Sqs {
+            client: quire_core::aws::sqs_client(&quire_testing::aws::sdk_config().await),
+            queue_url: plain.queue_url().to_owned(),
+            dead_letter_url: queue
+                .dead_letter_queue_url()
+                .await?
+                .expect("a dead-letter queue"),
+            queue,
+        };
+        assert_eq!(dead_letters.dead_letters().await?, []);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dead_lettering_a_message_received_through_another_handle_fails_and_keeps_it()
+    -> Result<()> {
+        let queue = Sqs::queue().await;
+        let elsewhere = queue.detached();
+        queue.send("poison", NOW).await?;
+        let held = receive_one(&elsewhere, NOW, SHORT).await?;
+        // This handle never saw the body, so it cannot forward it.
+        let refused = queue.dead_letter(&held.receipt, "unparseable").await;
+        assert!(matches!(refused, Err(Error::Queue(_))), "{refused:?}");
+        tokio::time::sleep(SHORT + Duration::from_millis(500)).await;
+        let again = receive_one(&queue, NOW, HOLD).await?;
+        assert_eq!((again.body.as_str(), again.receive_count), ("poison", 2));
+        assert_eq!(queue.dead_letters().await?, []);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_poll_beyond_twenty_seconds_polls_again() -> Result<()> {
+        let queue = Sqs::queue().await;
+        let receiver = {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let got = queue.receive(10, Duration::from_secs(25), HOLD).await;
+                (got, started.elapsed())
+            })
+        };
+        // After SQS's first 20 s poll has ended empty (it ends within a second of that).
+        tokio::time::sleep(Duration::from_secs(22)).await;
+        queue.send("late", NOW).await?;
+        let (got, waited) = receiver.await.expect("the receiver did not panic");
+        let got = got?;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].body, "late");
+        assert!(
+            waited >= Duration::from_secs(22),
+            "returned after {waited:?}"
+        );
+        Ok(())
+    }
 }

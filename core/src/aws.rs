@@ -1,0 +1,42 @@
+//! One AWS configuration for every AWS client Quire uses (SQS for the work queue, S3 for
+//! output storage).
+//!
+//! [`load_sdk_config`] runs the SDK's standard provider chain once; every client is built
+//! from the resulting [`SdkConfig`], so region, credentials, retries and timeouts are decided
+//! in one place. The chain is entirely the SDK's own (aws-config):
+//!
+//! - region: `AWS_REGION`, then the profile (`AWS_PROFILE`, `~/.aws/config`), then instance
+//!   metadata;
+//! - credentials: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`(/`AWS_SESSION_TOKEN`), the
+//!   profile (including SSO and `credential_process`), web identity (EKS service accounts),
+//!   ECS and EC2 instance metadata;
+//! - endpoint: `AWS_ENDPOINT_URL` for every service, or `AWS_ENDPOINT_URL_SQS` /
+//!   `AWS_ENDPOINT_URL_S3` for one (also `endpoint_url` in the profile, per service in a
+//!   `services` section), unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`. This is how the
+//!   tests point everything at a local emulator (moto).
+//!
+//! Emulators serve buckets under the path (`http://host:port/bucket/key`) rather than as a
+//! host name (`bucket.host`), so [`s3_client`] can force path-style addressing.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+/// Loads the AWS configuration from the standard chain (see the module docs). Call once per
+/// process and build every client from the result.
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// An SQS client on `config`.
+pub fn sqs_client(config: &SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(config)
+}
+
+/// An S3 client on `config`. `force_path_style` addresses buckets in the path
+/// (`endpoint/bucket/key`) instead of the host name, which emulators (moto, MinIO) need;
+/// leave it off for AWS itself.
+pub fn s3_client(config: &SdkConfig, force_path_style: bool) -> aws_sdk_s3::Client {
+    let s3_config = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(force_path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(s3_config)
+}
