@@ -5,6 +5,9 @@
 #
 # - Uses $DATABASE_URL when set; otherwise starts a throwaway Postgres from the installed
 #   binaries (initdb refuses to run as root, so as the `postgres` user) and removes it after.
+# - Uses $AWS_ENDPOINT_URL when set; otherwise installs moto (an AWS API emulator, from PyPI)
+#   into a virtualenv under ~/.cache/quire and runs it on a free loopback port for the SQS
+#   and S3 tests; each test makes its own queue and bucket.
 # - Runs cargo fmt --check, clippy with warnings denied, and every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +21,10 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
   trap pg_stop_throwaway EXIT
 fi
 log "Postgres: ${DATABASE_URL%%@*}@…"
+
+# ---- a throwaway AWS API emulator ------------------------------------------------------
+source scripts/lib/moto.sh
+moto_start_until_exit
 
 # ---- checks and tests -----------------------------------------------------------------
 log "cargo fmt --check"

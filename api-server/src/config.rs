@@ -3,13 +3,13 @@
 //! and validated after parsing so that no error message ever repeats them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand};
 use quire_api::ApiConfig;
+use quire_core::backends::BackendArgs;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
@@ -46,17 +46,9 @@ pub struct Config {
     #[arg(long, env = "QUIRE_PUBLIC_URL")]
     pub public_url: Option<Url>,
 
-    /// Work queue backend.
-    #[arg(long, env = "QUIRE_QUEUE", value_enum, default_value_t = QueueBackend::Database)]
-    pub queue: QueueBackend,
-
-    /// Output storage backend.
-    #[arg(long, env = "QUIRE_STORAGE", value_enum, default_value_t = StorageBackend::Local)]
-    pub storage: StorageBackend,
-
-    /// Directory for local storage (outputs go to `<dir>/outputs`).
-    #[arg(long, env = "QUIRE_DATA_DIR", default_value = "./quire-data")]
-    pub data_dir: PathBuf,
+    /// Work queue and output storage (QUIRE_QUEUE, QUIRE_STORAGE, …).
+    #[command(flatten)]
+    pub backends: BackendArgs,
 
     /// Lifetime of download links, in seconds (at most 7 days).
     #[arg(long, env = "QUIRE_DOWNLOAD_URL_TTL", default_value_t = 900,
@@ -93,22 +85,6 @@ pub enum Command {
     Migrate,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum QueueBackend {
-    /// The `work_queue` table in the same database.
-    Database,
-    /// Amazon SQS (not in this build yet).
-    Sqs,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum StorageBackend {
-    /// A local directory, downloads served at `/files/…`.
-    Local,
-    /// Amazon S3 (not in this build yet).
-    S3,
-}
-
 impl Config {
     pub fn database_url(&self) -> anyhow::Result<&str> {
         let url = self
@@ -120,17 +96,6 @@ impl Config {
 
     pub fn should_migrate(&self) -> bool {
         self.migrate && !self.no_migrate
-    }
-
-    /// Refuses backends this build does not have yet.
-    pub fn check_backends(&self) -> anyhow::Result<()> {
-        if self.queue == QueueBackend::Sqs {
-            bail!("QUIRE_QUEUE=sqs is not supported by this build yet; use QUIRE_QUEUE=database");
-        }
-        if self.storage == StorageBackend::S3 {
-            bail!("QUIRE_STORAGE=s3 is not supported by this build yet; use QUIRE_STORAGE=local");
-        }
-        Ok(())
     }
 
     fn jwt_secret(&self) -> anyhow::Result<&SecretString> {
@@ -247,16 +212,16 @@ mod tests {
     }
 
     #[test]
-    fn backends_of_later_issues_are_refused_clearly() {
-        let message = parse(&["--queue", "sqs"])
-            .check_backends()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.contains("not supported by this build yet"),
-            "{message}"
-        );
-        assert!(parse(&["--storage", "s3"]).check_backends().is_err());
-        assert!(parse(&[]).check_backends().is_ok());
+    fn backend_settings_are_shared_with_the_other_binaries() {
+        let config = parse(&["--queue", "sqs"]);
+        let message = config.backends.validate().unwrap_err().to_string();
+        assert!(message.contains("QUIRE_SQS_QUEUE_URL"), "{message}");
+        assert!(parse(&[]).backends.validate().is_ok());
+    }
+
+    #[test]
+    fn download_links_last_at_most_seven_days() {
+        assert_eq!(parse(&[]).download_url_ttl, 900);
+        assert!(Config::try_parse_from(["api-server", "--download-url-ttl", "604801"]).is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! `api-server`: Quire's REST API against Postgres, with the database work queue and local
-//! output storage. `api-server migrate` applies the migrations and exits.
+//! `api-server`: Quire's REST API against Postgres, with the work queue (database or SQS)
+//! and output storage (local or S3) chosen by [`BackendArgs`](quire_core::backends).
+//! `api-server migrate` applies the migrations and exits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,9 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use quire_api::{AppState, app, serve};
+use quire_core::backends::{Backends, LocalLinks};
 use quire_core::dispatch::QueueDispatcher;
-use quire_core::queue::{DatabaseQueue, WorkQueue};
-use quire_core::storage::LocalStorage;
 use quire_core::store::{PgStore, RecordStore};
 use quire_core::telemetry;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 
 async fn run(config: &Config) -> anyhow::Result<()> {
     // Everything that can be checked without the network first, for a fast, clear failure.
-    config.check_backends()?;
+    config.backends.validate()?;
     let api_config = config.api_config()?;
     let signing_key = config.download_signing_key()?;
     let public_url = config.public_url()?;
@@ -54,12 +54,16 @@ async fn run(config: &Config) -> anyhow::Result<()> {
             .context("applying database migrations")?;
     }
     let records: Arc<dyn RecordStore> = store.clone();
-    let queue: Arc<dyn WorkQueue> = Arc::new(DatabaseQueue::postgres(store.pool().clone()));
-    let outputs_dir = config.data_dir.join("outputs");
-    let local = Arc::new(
-        LocalStorage::new(&outputs_dir, public_url.clone(), signing_key)
-            .with_context(|| format!("preparing local storage in {}", outputs_dir.display()))?,
-    );
+    let links = LocalLinks {
+        public_url: public_url.clone(),
+        signing_key,
+    };
+    let Backends {
+        queue,
+        storage,
+        local,
+    } = config.backends.build(store.pool(), Some(links)).await?;
+    tracing::info!(queue = ?config.backends.queue, storage = ?config.backends.storage, "backends");
     let dispatcher = Arc::new(QueueDispatcher::new(records.clone(), queue.clone()));
 
     let shutdown = CancellationToken::new();
@@ -70,14 +74,7 @@ async fn run(config: &Config) -> anyhow::Result<()> {
         tokio::spawn(async move { dispatcher.sweep_pending(every, every, shutdown).await })
     };
 
-    let state = AppState::new(
-        api_config,
-        records,
-        dispatcher,
-        local.clone(),
-        queue,
-        Some(local),
-    );
+    let state = AppState::new(api_config, records, dispatcher, storage, queue, local);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

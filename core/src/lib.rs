@@ -2,12 +2,16 @@
 //! components, each a small trait with the implementations that exist today.
 //!
 //! - [`store::RecordStore`]: users, refresh tokens and reports (Postgres, SQLite).
-//! - [`queue::WorkQueue`]: work delivery (database queue; SQS next).
-//! - [`storage::OutputStorage`]: rendered outputs (local directory; S3 next).
+//! - [`queue::WorkQueue`]: work delivery (database queue, Amazon SQS).
+//! - [`storage::OutputStorage`]: rendered outputs (local directory, Amazon S3).
 //! - [`dispatch::Dispatcher`]: hands a stored report to the work queue (built-in; the
 //!   Kubernetes controller next).
+//!
+//! [`backends::BackendArgs`] is the one configuration of queue and storage every binary
+//! shares; [`aws`] loads the one AWS configuration its clients share.
 
 pub mod aws;
+pub mod backends;
 pub mod dispatch;
 pub mod model;
 pub mod queue;

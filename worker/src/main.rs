@@ -1,30 +1,18 @@
-//! `worker`: renders reports from the work queue against Postgres (production mode).
+//! `worker`: renders reports from the work queue (database or SQS) against Postgres and
+//! stores them (local directory or S3), as [`BackendArgs`] configures.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
-use quire_core::queue::DatabaseQueue;
-use quire_core::storage::LocalStorage;
+use clap::Parser;
+use quire_core::backends::{BackendArgs, Backends};
 use quire_core::store::PgStore;
 use quire_render::DataSources;
 use quire_worker::{Worker, WorkerConfig};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum QueueKind {
-    Database,
-    Sqs,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum StorageKind {
-    Local,
-    S3,
-}
 
 /// Quire worker: claims reports from the work queue, renders and stores them.
 #[derive(Debug, Parser)]
@@ -33,32 +21,31 @@ struct Config {
     /// Postgres connection URL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: SecretString,
-    /// Where work comes from.
-    #[arg(long, env = "QUIRE_QUEUE", value_enum, default_value = "database")]
-    queue: QueueKind,
-    /// Where outputs go.
-    #[arg(long, env = "QUIRE_STORAGE", value_enum, default_value = "local")]
-    storage: StorageKind,
-    /// Where `local` storage keeps outputs (under `outputs/`).
-    #[arg(long, env = "QUIRE_DATA_DIR", default_value = "./quire-data")]
-    data_dir: PathBuf,
+    /// Work queue and output storage (QUIRE_QUEUE, QUIRE_STORAGE, …).
+    #[command(flatten)]
+    backends: BackendArgs,
     /// Operator-configured data sources for `dataset` reports (TOML).
     #[arg(long, env = "QUIRE_DATA_SOURCES_FILE")]
     data_sources_file: Option<PathBuf>,
     /// Reports rendered at once.
-    #[arg(long, env = "QUIRE_WORKER_CONCURRENCY")]
-    concurrency: Option<usize>,
+    #[arg(long, env = "QUIRE_WORKER_CONCURRENCY",
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    concurrency: Option<u64>,
     /// Attempts before a report fails for good.
-    #[arg(long, env = "QUIRE_MAX_ATTEMPTS", default_value_t = 5)]
+    #[arg(long, env = "QUIRE_MAX_ATTEMPTS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: u32,
-    /// Seconds a claim lasts without a heartbeat (lease and message visibility timeout).
-    #[arg(long, env = "QUIRE_VISIBILITY_TIMEOUT", default_value_t = 60)]
+    /// Seconds a claim lasts without a heartbeat (lease and message visibility timeout;
+    /// 5 to 43200, SQS's longest).
+    #[arg(long, env = "QUIRE_VISIBILITY_TIMEOUT", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(5..=43_200))]
     visibility_timeout: u64,
     /// Seconds in-flight renders may finish in after SIGTERM before they are handed back.
     #[arg(long, env = "QUIRE_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
     /// Largest database connection pool.
-    #[arg(long, env = "QUIRE_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    #[arg(long, env = "QUIRE_DB_MAX_CONNECTIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
     db_max_connections: u32,
 }
 
@@ -66,23 +53,16 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     quire_core::telemetry::init();
     let config = Config::parse();
-    if matches!(config.queue, QueueKind::Sqs) || matches!(config.storage, StorageKind::S3) {
-        anyhow::bail!("QUIRE_QUEUE=sqs and QUIRE_STORAGE=s3 are not supported by this build yet");
-    }
+    config.backends.validate()?;
     let store = PgStore::connect(
         config.database_url.expose_secret(),
         config.db_max_connections,
     )
     .await
-    .context("connecting to the database")?;
-    let queue = DatabaseQueue::postgres(store.pool().clone());
-    // The worker only writes outputs; download links are signed by the API server, so the
-    // key here is a throwaway.
-    let storage = LocalStorage::new(
-        config.data_dir.join("outputs"),
-        "http://127.0.0.1/".parse().expect("a valid URL"),
-        rand::random::<[u8; 32]>().to_vec(),
-    )?;
+    .context("connecting to the database at DATABASE_URL")?;
+    // The worker only writes outputs; download links are signed by the API server.
+    let Backends { queue, storage, .. } = config.backends.build(store.pool(), None).await?;
+    tracing::info!(queue = ?config.backends.queue, storage = ?config.backends.storage, "backends");
     let sources = match &config.data_sources_file {
         Some(path) => DataSources::from_file(path)
             .with_context(|| format!("loading data sources from {}", path.display()))?,
@@ -91,17 +71,19 @@ async fn main() -> anyhow::Result<()> {
 
     let defaults = WorkerConfig::default();
     let worker_config = WorkerConfig {
-        concurrency: config.concurrency.unwrap_or(defaults.concurrency),
+        concurrency: config
+            .concurrency
+            .map_or(defaults.concurrency, |c| usize::try_from(c).unwrap_or(1024)),
         max_attempts: config.max_attempts,
-        lease: Duration::from_secs(config.visibility_timeout.max(5)),
+        lease: Duration::from_secs(config.visibility_timeout),
         heartbeat: Duration::from_secs((config.visibility_timeout / 4).max(1)),
         shutdown_grace: Duration::from_secs(config.shutdown_grace),
         ..defaults
     };
     let worker = Arc::new(Worker::new(
         Arc::new(store),
-        Arc::new(queue),
-        Arc::new(storage),
+        queue,
+        storage,
         Arc::new(sources),
         worker_config,
     ));

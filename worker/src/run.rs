@@ -105,7 +105,7 @@ impl Worker {
                     self.config.max_attempts,
                     report.error_message.as_deref().unwrap_or("the worker stopped responding")
                 );
-                return self.give_up(&report, &lease.owner, receipt, &error).await;
+                return self.give_up(&report, &lease.owner, receipt, &error, true).await;
             }
             self.execute(report, lease, receipt, hard_stop).await
         }
@@ -232,8 +232,11 @@ impl Worker {
         retryable: bool,
     ) -> quire_core::Result<Outcome> {
         let attempts = u32::try_from(report.attempts).unwrap_or(u32::MAX);
-        if !retryable || attempts >= self.config.max_attempts {
-            return self.give_up(report, owner, receipt, error).await;
+        if !retryable {
+            return self.give_up(report, owner, receipt, error, false).await;
+        }
+        if attempts >= self.config.max_attempts {
+            return self.give_up(report, owner, receipt, error, true).await;
         }
         if !self
             .store
@@ -248,12 +251,17 @@ impl Worker {
         Ok(Outcome::Retrying { delay })
     }
 
+    /// Records the report as failed for good. A message whose attempts ran out is moved to
+    /// the dead-letter queue (where an operator can look at it, or redrive it once the cause
+    /// is fixed: the redriven message finds the report finished and is dropped); one that
+    /// failed for a reason retrying cannot fix is deleted.
     async fn give_up(
         &self,
         report: &Report,
         owner: &str,
         receipt: &Receipt,
         error: &str,
+        attempts_exhausted: bool,
     ) -> quire_core::Result<Outcome> {
         if !self
             .store
@@ -263,7 +271,15 @@ impl Worker {
             return self.lease_lost(report, receipt).await;
         }
         tracing::warn!(error, "report failed");
-        self.queue.ack(receipt).await?;
+        if attempts_exhausted {
+            let reason = format!(
+                "report {} failed after {} attempts: {error}",
+                report.id, report.attempts
+            );
+            self.queue.dead_letter(receipt, &reason).await?;
+        } else {
+            self.queue.ack(receipt).await?;
+        }
         Ok(Outcome::Failed)
     }
 

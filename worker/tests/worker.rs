@@ -414,6 +414,11 @@ async fn a_failing_source_is_retried_with_backoff_and_then_fails_for_good() {
     assert!(failed.failed_at.is_some());
     assert!(failed.error_message.unwrap().contains("500"));
     assert!(world.queue_is_empty(Duration::from_millis(1500)).await);
+    // The message whose attempts ran out was moved to the dead letters, with the reason.
+    let dead = world.queue.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].1.contains("failed after 2 attempts"), "{dead:?}");
+    assert!(dead[0].0.contains(&report.id.to_string()), "{dead:?}");
 }
 
 #[tokio::test]
@@ -437,6 +442,9 @@ async fn an_unknown_source_fails_at_once_without_retrying() {
         message.contains("nowhere") && message.contains("pokemon"),
         "names the configured sources: {message}"
     );
+    // Retrying cannot fix it: the message is deleted, not kept as a dead letter.
+    assert!(world.queue_is_empty(Duration::ZERO).await);
+    assert_eq!(world.queue.dead_letters().await.unwrap(), []);
 }
 
 #[tokio::test]

@@ -31,9 +31,11 @@
 //!   was received.
 //! - **Dead-lettering needs the body**, which SQS only hands to the receiver: it is kept, per
 //!   receipt, for messages received through this `SqsQueue` (or a clone) until they are
-//!   acknowledged, retried or dead-lettered (or 12 hours pass). Without a configured
-//!   dead-letter queue the message is logged and deleted. Independently, a redrive policy on
-//!   the queue moves a message SQS has delivered `maxReceiveCount` times, which catches a
+//!   acknowledged, retried or dead-lettered (or 12 hours pass). The dead-letter queue is the
+//!   one given with [`SqsQueue::with_dead_letter_queue`], else the one the queue's redrive
+//!   policy names (looked up on the first dead-letter, so a start while SQS is down does not
+//!   fail); with neither, the message is logged and deleted. Independently, the redrive
+//!   policy moves a message SQS has delivered `maxReceiveCount` times, which catches a
 //!   message whose worker keeps dying.
 //! - Standard queues deliver at least once and in no particular order; duplicates are
 //!   handled by the worker like any redelivery.
@@ -47,6 +49,7 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::{Delivery, Receipt, WorkQueue};
@@ -77,7 +80,8 @@ const MAX_LOGGED_BODY_LEN: usize = 1024;
 pub struct SqsQueue {
     client: Client,
     queue_url: String,
-    dead_letter_queue_url: Option<String>,
+    /// Given, or found from the redrive policy on first use (`None`: there is none).
+    dead_letters: Arc<OnceCell<Option<String>>>,
     held: Arc<Mutex<HashMap<String, Held>>>,
 }
 
@@ -88,21 +92,22 @@ struct Held {
 }
 
 impl SqsQueue {
-    /// The queue at `queue_url` (as `GetQueueUrl`/`CreateQueue` return it), with no
-    /// dead-letter queue: [`WorkQueue::dead_letter`] then logs and deletes.
+    /// The queue at `queue_url` (as `GetQueueUrl`/`CreateQueue` return it). Dead letters go
+    /// to the queue its redrive policy names; without one, [`WorkQueue::dead_letter`] logs
+    /// and deletes.
     pub fn new(client: Client, queue_url: String) -> Self {
         Self {
             client,
             queue_url,
-            dead_letter_queue_url: None,
+            dead_letters: Arc::default(),
             held: Arc::default(),
         }
     }
 
-    /// Sends dead-lettered messages to the queue at `url` (see
-    /// [`SqsQueue::dead_letter_queue_url`] to find the one the queue's redrive policy names).
+    /// Sends dead-lettered messages to the queue at `url` instead of the one the redrive
+    /// policy names.
     pub fn with_dead_letter_queue(mut self, url: String) -> Self {
-        self.dead_letter_queue_url = Some(url);
+        self.dead_letters = Arc::new(OnceCell::new_with(Some(Some(url))));
         self
     }
 
@@ -154,6 +159,16 @@ impl SqsQueue {
         Ok(found.queue_url().map(str::to_owned))
     }
 
+    /// Where dead letters go: the configured queue, else the redrive policy's, looked up
+    /// once (a failed lookup is tried again next time).
+    async fn dead_letter_target(&self) -> Result<Option<&str>> {
+        let url = self
+            .dead_letters
+            .get_or_try_init(|| self.dead_letter_queue_url())
+            .await?;
+        Ok(url.as_deref())
+    }
+
     async fn change_visibility(
         &self,
         action: &str,
@@ -197,7 +212,7 @@ impl fmt::Debug for SqsQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqsQueue")
             .field("queue_url", &self.queue_url)
-            .field("dead_letter_queue_url", &self.dead_letter_queue_url)
+            .field("dead_letter_queue_url", &self.dead_letters.get())
             .finish_non_exhaustive()
     }
 }
@@ -312,7 +327,7 @@ impl WorkQueue for SqsQueue {
     #[tracing::instrument(skip_all, fields(reason = %reason))]
     async fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<()> {
         let body = self.held().get(&receipt.0).map(|h| h.body.clone());
-        let Some(dead_letter_queue_url) = &self.dead_letter_queue_url else {
+        let Some(dead_letter_queue_url) = self.dead_letter_target().await? else {
             tracing::warn!(
                 body = body.as_deref().map(|b| truncate(b, MAX_LOGGED_BODY_LEN)),
                 "no dead-letter queue is configured; deleting the message"

@@ -499,27 +499,59 @@ mod sqs_only {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn without_a_dead_letter_queue_dead_lettering_deletes_the_message() -> Result<()> {
+    async fn dead_letters_go_to_the_queue_the_redrive_policy_names() -> Result<()> {
         let (queue, queue_url) = quire_testing::aws::fresh_queue().await;
         let client = quire_core::aws::sqs_client(&quire_testing::aws::sdk_config().await);
-        let plain = SqsQueue::new(client, queue_url);
+        // No dead-letter queue given: it is looked up from the redrive policy.
+        let plain = SqsQueue::new(client.clone(), queue_url.clone());
         plain.send("poison", NOW).await?;
-        let mut got = plain.receive(10, NOW, SHORT).await?;
-        let poison = got.pop().expect("the message");
+        let poison = plain
+            .receive(10, NOW, SHORT)
+            .await?
+            .pop()
+            .expect("the message");
         plain.dead_letter(&poison.receipt, "unparseable").await?;
         tokio::time::sleep(SHORT + Duration::from_millis(500)).await;
         assert!(plain.receive(10, NOW, HOLD).await?.is_empty());
-        // Nothing went to the dead-letter queue the redrive policy names.
         let dead_letters = Sqs {
-            client: quire_core::aws::sqs_client(&quire_testing::aws::sdk_config().await),
-            queue_url: plain.queue_url().to_owned(),
+            client,
+            queue_url,
             dead_letter_url: queue
                 .dead_letter_queue_url()
                 .await?
                 .expect("a dead-letter queue"),
             queue,
         };
-        assert_eq!(dead_letters.dead_letters().await?, []);
+        assert_eq!(
+            dead_letters.dead_letters().await?,
+            [("poison".to_owned(), "unparseable".to_owned())]
+        );
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_any_dead_letter_queue_dead_lettering_deletes_the_message() -> Result<()> {
+        let client = quire_core::aws::sqs_client(&quire_testing::aws::sdk_config().await);
+        let queue_url = client
+            .create_queue()
+            .queue_name(format!("quire-test-{}", uuid::Uuid::new_v4().simple()))
+            .send()
+            .await
+            .expect("create a queue without a redrive policy")
+            .queue_url()
+            .expect("CreateQueue returns the queue URL")
+            .to_owned();
+        let plain = SqsQueue::new(client, queue_url);
+        assert_eq!(plain.dead_letter_queue_url().await?, None);
+        plain.send("poison", NOW).await?;
+        let poison = plain
+            .receive(10, NOW, SHORT)
+            .await?
+            .pop()
+            .expect("the message");
+        plain.dead_letter(&poison.receipt, "unparseable").await?;
+        tokio::time::sleep(SHORT + Duration::from_millis(500)).await;
+        assert!(plain.receive(10, NOW, HOLD).await?.is_empty());
         Ok(())
     }
 
