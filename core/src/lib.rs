@@ -13,6 +13,7 @@
 pub mod aws;
 pub mod backends;
 pub mod dispatch;
+pub mod health;
 pub mod model;
 pub mod queue;
 pub mod storage;

@@ -12,6 +12,7 @@
 //! - Every state change goes through the store's conditional updates under this worker's
 //!   lease, so duplicate deliveries, lease expiry and cancellation race safely.
 
+pub mod health;
 mod render;
 mod run;
 

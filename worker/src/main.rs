@@ -1,6 +1,7 @@
 //! `worker`: renders reports from the work queue (database or SQS) against Postgres and
 //! stores them (local directory or S3), as [`BackendArgs`] configures.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,9 @@ struct Config {
     /// Seconds in-flight renders may finish in after SIGTERM before they are handed back.
     #[arg(long, env = "QUIRE_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
+    /// Address of the `/healthz` and `/readyz` probes.
+    #[arg(long, env = "QUIRE_HEALTH_LISTEN", default_value = "0.0.0.0:8081")]
+    health_listen: SocketAddr,
     /// Largest database connection pool.
     #[arg(long, env = "QUIRE_DB_MAX_CONNECTIONS", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -80,8 +84,25 @@ async fn main() -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(config.shutdown_grace),
         ..defaults
     };
+    let store = Arc::new(store);
+    let probes = quire_worker::health::router(store.clone(), queue.clone(), storage.clone());
+    let listener = tokio::net::TcpListener::bind(config.health_listen)
+        .await
+        .with_context(|| format!("binding {} (QUIRE_HEALTH_LISTEN)", config.health_listen))?;
+    tracing::info!(address = %listener.local_addr()?, "probes listening");
+    // Served until the worker has drained, so the kubelet sees it alive while it finishes.
+    let drained = CancellationToken::new();
+    let probes = {
+        let drained = drained.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, probes)
+                .with_graceful_shutdown(drained.cancelled_owned())
+                .await
+        })
+    };
+
     let worker = Arc::new(Worker::new(
-        Arc::new(store),
+        store,
         queue,
         storage,
         Arc::new(sources),
@@ -90,5 +111,10 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(quire_core::telemetry::cancel_on_signal(shutdown.clone()));
     worker.run(shutdown).await;
+    drained.cancel();
+    probes
+        .await
+        .context("the probe server panicked")?
+        .context("serving the probes")?;
     Ok(())
 }

@@ -427,6 +427,7 @@ impl Pipeline {
             .env("QUIRE_SHUTDOWN_GRACE", "5")
             .env("AWS_ENDPOINT_URL_SQS", &self.sqs.url)
             .env("AWS_ENDPOINT_URL_S3", &self.s3.url)
+            .env("QUIRE_HEALTH_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
