@@ -54,6 +54,10 @@ wait "$quire_pid" || { echo "quire dev did not stop cleanly after Ctrl-C" >&2; c
 grep -q "Quire is listening on http://127.0.0.1:$port" "$work/quire.log"
 rm -rf "$work"
 
+# ---- the Helm chart, offline: lint, render, validate against the Kubernetes schemas ------
+source scripts/lib/chart.sh
+chart_check
+
 log "cargo test"
 results=$(mktemp)
 status=0

@@ -1,0 +1,1170 @@
+#!/usr/bin/env python3
+"""Offline checks of the quire Helm chart: lint, render, Kubernetes schema validation and
+the chart's invariants. No cluster, no helm binary, no network.
+
+Helm itself comes from helm-python-sdk (Helm v4's Go SDK as a C library: the same lint,
+values-schema validation and template engine as the helm CLI); every rendered object is
+validated against the Kubernetes OpenAPI schemas shipped by kubernetes-validate, in strict
+mode (unknown fields are errors). Run by scripts/lib/chart.sh (`chart_check`), which makes
+the virtualenv; by hand: `python scripts/chart/check_chart.py` inside that virtualenv.
+
+Prints one line per check and exits non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "quire"
+RELEASE = "quire"
+NAMESPACE = "quire"
+# The chart's floor (Chart.yaml kubeVersion) and the version the operator is built against
+# (k8s-openapi's v1_33 feature).
+KUBE_VERSIONS = ("1.27", "1.33")
+
+# Kinds backed by CRDs that kubernetes-validate has no schema for. They are checked
+# structurally (apiVersion, kind, metadata, spec) and by the chart-specific checks below.
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+}
+
+COMPONENTS = ("api-server", "worker", "controller")
+
+# The binaries' configuration contract: every variable the chart may set.
+COMMON_ENV = {"DATABASE_URL", "QUIRE_QUEUE", "QUIRE_STORAGE", "RUST_LOG", "QUIRE_LOG_FORMAT"}
+OPTIONAL_COMMON_ENV = {
+    "QUIRE_SQS_QUEUE_URL",
+    "QUIRE_SQS_DEAD_LETTER_QUEUE_URL",
+    "QUIRE_DATA_DIR",
+    "QUIRE_S3_BUCKET",
+    "QUIRE_S3_PREFIX",
+    "QUIRE_S3_FORCE_PATH_STYLE",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "QUIRE_DB_MAX_CONNECTIONS",
+}
+COMPONENT_ENV = {
+    "api-server": {
+        "QUIRE_LISTEN",
+        "QUIRE_JWT_SECRET",
+        "QUIRE_DOWNLOAD_URL_TTL",
+        "QUIRE_ORCHESTRATOR",
+        "QUIRE_NAMESPACE",
+        "QUIRE_MIGRATE",
+    },
+    "worker": {
+        "QUIRE_HEALTH_LISTEN",
+        "QUIRE_MAX_ATTEMPTS",
+        "QUIRE_VISIBILITY_TIMEOUT",
+        "QUIRE_SHUTDOWN_GRACE",
+    },
+    "controller": {"QUIRE_HEALTH_LISTEN", "QUIRE_NAMESPACE", "POD_NAME", "QUIRE_LEADER_ELECTION"},
+}
+OPTIONAL_COMPONENT_ENV = {
+    "api-server": {"QUIRE_PUBLIC_URL"},
+    "worker": {"QUIRE_WORKER_CONCURRENCY", "QUIRE_DATA_SOURCES_FILE"},
+    "controller": {"QUIRE_LEASE_NAME", "QUIRE_CONTROLLER_CONCURRENCY"},
+}
+SECRET_ENV = {"DATABASE_URL", "QUIRE_JWT_SECRET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+# ---- reporting ---------------------------------------------------------------------------
+
+
+class Report:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed: list[str] = []
+        self.current = ""
+
+    def section(self, title: str) -> None:
+        self.current = title
+        print(f"\n== {title}", flush=True)
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        if ok:
+            self.passed += 1
+            print(f"ok    {name}", flush=True)
+        else:
+            self.failed.append(f"{self.current}: {name}")
+            detail = detail.strip().replace("\n", "\n      ")
+            print(f"FAIL  {name}" + (f"\n      {detail}" if detail else ""), flush=True)
+        return ok
+
+
+# ---- values and rendering ----------------------------------------------------------------
+
+
+def load_values(*names: str) -> dict[str, Any]:
+    """Values files from the chart's ci/ (or paths), merged like repeated `-f`."""
+    merged: dict[str, Any] = {}
+    for name in names:
+        path = Path(name) if "/" in name else CHART / "ci" / name
+        merged = deep_merge(merged, yaml.safe_load(path.read_text()) or {})
+    return merged
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def render(chart: helm.Chart, values: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Renders like `helm template` (hooks included) and returns the objects, each with the
+    template it came from under the key `__source`."""
+    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects = []
+    for source, text in sorted(manifests.items()):
+        if source.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc["__source"] = source.split("/", 1)[-1]
+                objects.append(doc)
+    return objects
+
+
+def strip(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "__source"}
+
+
+def name_of(obj: dict[str, Any]) -> str:
+    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+def find(objects: Iterable[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [o for o in objects if o.get("kind") == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def one(objects: Iterable[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:
+    found = find(objects, kind, name)
+    return found[0] if len(found) == 1 else None
+
+
+def component_name(component: str) -> str:
+    return f"{RELEASE}-{component}"
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj["spec"]["template"]["spec"]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def env_value(container: dict[str, Any], name: str) -> Any:
+    return env_of(container).get(name, {}).get("value")
+
+
+# ---- kubernetes schema validation --------------------------------------------------------
+
+
+def validate_objects(report: Report, objects: list[dict[str, Any]], namespace: str = NAMESPACE) -> None:
+    for kube_version in KUBE_VERSIONS:
+        problems = []
+        validated = crd_backed = 0
+        for obj in objects:
+            if (obj.get("apiVersion"), obj.get("kind")) in CRD_KINDS:
+                crd_backed += 1
+                problems += [f"{name_of(obj)}: {p}" for p in structural_problems(obj, namespace)]
+                continue
+            try:
+                kubernetes_validate.validate(strip(obj), kube_version, strict=True)
+                validated += 1
+            except kubernetes_validate.ValidationError as e:
+                path = ".".join(str(p) for p in e.path)
+                problems.append(f"{name_of(obj)} ({obj.get('__source')}): {path}: {e.message}")
+            except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as e:
+                problems.append(f"{name_of(obj)} ({obj.get('__source')}): {e.message}")
+        crd_kinds = sorted({o["kind"] for o in objects if (o.get("apiVersion"), o.get("kind")) in CRD_KINDS})
+        crd_note = (
+            f", {crd_backed} CRD-backed ({', '.join(crd_kinds)}) structurally sound" if crd_backed else ""
+        )
+        report.check(
+            f"{validated} objects valid against the Kubernetes {kube_version} schemas (strict){crd_note}",
+            not problems,
+            "\n".join(problems),
+        )
+
+
+def structural_problems(obj: dict[str, Any], namespace: str = NAMESPACE) -> list[str]:
+    """Without the CRD's schema: the shape every Kubernetes object has."""
+    problems = []
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or not meta.get("name"):
+        problems.append("metadata.name is missing")
+    elif meta.get("namespace") != namespace:
+        problems.append(f"metadata.namespace is {meta.get('namespace')!r}")
+    if not isinstance(obj.get("spec"), dict) or not obj["spec"]:
+        problems.append("spec is missing or empty")
+    if isinstance(meta, dict) and not all(isinstance(v, str) for v in (meta.get("labels") or {}).values()):
+        problems.append("a label value is not a string")
+    return problems
+
+
+# ---- invariants of every render ----------------------------------------------------------
+
+
+def check_common_invariants(report: Report, objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    by_component = {c: one(objects, "Deployment", component_name(c)) for c in COMPONENTS}
+    report.check(
+        "one Deployment each for api-server, worker and controller",
+        all(by_component.values()),
+        f"found: {[name_of(o) for o in find(objects, 'Deployment')]}",
+    )
+    deployments = [d for d in by_component.values() if d]
+    workloads = deployments + find(objects, "Job")
+
+    # Labels and namespace.
+    required_labels = {
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/version",
+        "app.kubernetes.io/managed-by",
+        "helm.sh/chart",
+        "app.kubernetes.io/part-of",
+    }
+    missing = [
+        f"{name_of(o)} lacks {sorted(required_labels - set(o['metadata'].get('labels', {})))}"
+        for o in objects
+        if not required_labels <= set(o["metadata"].get("labels", {}))
+    ]
+    report.check(
+        "every object has the app.kubernetes.io/* and helm.sh/chart labels", not missing, "; ".join(missing)
+    )
+    wrong_ns = [name_of(o) for o in objects if o["metadata"].get("namespace") != NAMESPACE]
+    report.check("every object is in the release namespace", not wrong_ns, f"{wrong_ns}")
+
+    # Selectors select their own pods, and only them.
+    problems = []
+    for workload in deployments:
+        selector = workload["spec"]["selector"]["matchLabels"]
+        pod_labels = workload["spec"]["template"]["metadata"]["labels"]
+        if not selector.items() <= pod_labels.items():
+            problems.append(f"{name_of(workload)} selector {selector} misses its pods")
+        others = [
+            d
+            for d in deployments
+            if d is not workload and selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        if others:
+            problems.append(f"{name_of(workload)} selector also matches {[name_of(o) for o in others]}")
+        for constraint in pod_spec(workload).get("topologySpreadConstraints", []):
+            spread = constraint.get("labelSelector", {}).get("matchLabels", {})
+            if not spread or not spread.items() <= pod_labels.items():
+                problems.append(f"{name_of(workload)} spreads over {spread}, not its own pods")
+    for selecting in find(objects, "Service") + find(objects, "PodDisruptionBudget"):
+        selector = selecting["spec"]["selector"]
+        selector = selector.get("matchLabels", selector)
+        matched = [
+            d for d in deployments if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        if len(matched) != 1:
+            problems.append(f"{name_of(selecting)} selects {[name_of(m) for m in matched]}")
+    report.check(
+        "Deployment, Service, PodDisruptionBudget and topology spread selectors each match "
+        "exactly one component's pods",
+        not problems,
+        "; ".join(problems),
+    )
+
+    # Security context of every pod and container.
+    problems = []
+    for workload in workloads:
+        spec = pod_spec(workload)
+        pod_sc = spec.get("securityContext", {})
+        for container in spec.get("containers", []) + spec.get("initContainers", []):
+            sc = container.get("securityContext", {})
+            where = f"{name_of(workload)}/{container['name']}"
+            merged = {**pod_sc, **sc}
+            if sc.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{where}: readOnlyRootFilesystem is not true")
+            if merged.get("runAsNonRoot") is not True:
+                problems.append(f"{where}: runAsNonRoot is not true")
+            if merged.get("runAsUser") != 65532:
+                problems.append(f"{where}: runAsUser is {merged.get('runAsUser')}")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{where}: allowPrivilegeEscalation is not false")
+            if "ALL" not in sc.get("capabilities", {}).get("drop", []) or sc.get("capabilities", {}).get(
+                "add"
+            ):
+                problems.append(f"{where}: capabilities do not drop ALL (or add some)")
+            if merged.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+                problems.append(f"{where}: seccompProfile is not RuntimeDefault")
+            if sc.get("privileged"):
+                problems.append(f"{where}: privileged")
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            if "emptyDir" not in volumes.get(mounts.get("/tmp", ""), {}):
+                problems.append(f"{where}: no emptyDir at /tmp")
+    report.check(
+        "every container runs as 65532, non-root, read-only root, no privilege "
+        "escalation, no capabilities, RuntimeDefault seccomp, with an emptyDir /tmp",
+        not problems,
+        "; ".join(problems),
+    )
+
+    # Probes, ports and resources of the three long-running components.
+    problems = []
+    expected_port = {"api-server": ("http", 8080), "worker": ("health", 8081), "controller": ("health", 8081)}
+    for component, deployment in by_component.items():
+        if not deployment:
+            continue
+        container = pod_spec(deployment)["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        port_name, port_number = expected_port[component]
+        if ports.get(port_name) != port_number:
+            problems.append(f"{component}: no port {port_name}={port_number} ({ports})")
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = container.get(probe, {}).get("httpGet", {})
+            if get.get("path") != path or get.get("port") not in (port_name, port_number):
+                problems.append(f"{component}: {probe} is not GET {path} on {port_name} ({get})")
+        if container.get("command") != [f"/usr/local/bin/{component}"]:
+            problems.append(f"{component}: command is {container.get('command')}")
+        if not container.get("resources", {}).get("requests"):
+            problems.append(f"{component}: no resource requests")
+    report.check(
+        "every Deployment runs its binary with liveness (/healthz) and readiness "
+        "(/readyz) probes on its named port, and resource requests",
+        not problems,
+        "; ".join(problems),
+    )
+
+    # The environment contract.
+    problems = []
+    for component, deployment in by_component.items():
+        if not deployment:
+            continue
+        container = pod_spec(deployment)["containers"][0]
+        names = [e["name"] for e in container.get("env", [])]
+        env = env_of(container)
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            problems.append(f"{component}: duplicate env {sorted(duplicates)}")
+        required = COMMON_ENV | COMPONENT_ENV[component]
+        allowed = required | OPTIONAL_COMMON_ENV | OPTIONAL_COMPONENT_ENV[component]
+        if required - env.keys():
+            problems.append(f"{component}: missing env {sorted(required - env.keys())}")
+        if env.keys() - allowed:
+            problems.append(f"{component}: env outside the contract {sorted(env.keys() - allowed)}")
+        for secret in SECRET_ENV & env.keys():
+            if "secretKeyRef" not in env[secret].get("valueFrom", {}):
+                problems.append(f"{component}: {secret} is not read from a Secret")
+        for downward, field in (("QUIRE_NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name")):
+            if (
+                downward in env
+                and env[downward].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != field
+            ):
+                problems.append(f"{component}: {downward} is not the downward API's {field}")
+        queue, storage = env_value(container, "QUIRE_QUEUE"), env_value(container, "QUIRE_STORAGE")
+        if queue not in ("sqs", "database") or storage not in ("s3", "local"):
+            problems.append(f"{component}: QUIRE_QUEUE={queue} QUIRE_STORAGE={storage}")
+        if queue == "sqs" and not env_value(container, "QUIRE_SQS_QUEUE_URL"):
+            problems.append(f"{component}: sqs without QUIRE_SQS_QUEUE_URL")
+        if storage == "s3" and not env_value(container, "QUIRE_S3_BUCKET"):
+            problems.append(f"{component}: s3 without QUIRE_S3_BUCKET")
+        if storage == "local":
+            data_dir = env_value(container, "QUIRE_DATA_DIR")
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            volumes = {v["name"]: v for v in pod_spec(deployment).get("volumes", [])}
+            claim = volumes.get(mounts.get(data_dir, ""), {}).get("persistentVolumeClaim", {})
+            if claim.get("claimName") != values.get("persistence", {}).get("existingClaim"):
+                problems.append(f"{component}: QUIRE_DATA_DIR={data_dir} is not on the shared claim")
+        if env_value(container, "QUIRE_LOG_FORMAT") != values.get("logging", {}).get("format", "json"):
+            problems.append(f"{component}: QUIRE_LOG_FORMAT={env_value(container, 'QUIRE_LOG_FORMAT')}")
+    api = by_component["api-server"]
+    if api:
+        container = pod_spec(api)["containers"][0]
+        if env_value(container, "QUIRE_LISTEN") != "0.0.0.0:8080":
+            problems.append("api-server: QUIRE_LISTEN is not 0.0.0.0:8080")
+        mode = values.get("migrations", {}).get("mode", "job")
+        if env_value(container, "QUIRE_MIGRATE") != ("true" if mode == "startup" else "false"):
+            migrate = env_value(container, "QUIRE_MIGRATE")
+            problems.append(f"api-server: QUIRE_MIGRATE={migrate} with migrations.mode={mode}")
+    report.check(
+        "the three binaries get exactly the contract's environment (secrets from "
+        "Secrets, namespace and pod name from the downward API)",
+        not problems,
+        "; ".join(problems),
+    )
+
+    # References resolve: Secrets (and their keys), ConfigMaps, ServiceAccounts.
+    problems = []
+    rendered_secrets = {s["metadata"]["name"]: s for s in find(objects, "Secret")}
+    existing = {
+        values.get("database", {}).get("existingSecret"),
+        values.get("jwt", {}).get("existingSecret"),
+        values.get("aws", {}).get("credentials", {}).get("existingSecret"),
+        values.get("worker", {}).get("dataSourcesSecret"),
+    } - {None, ""}
+    accounts = {sa["metadata"]["name"] for sa in find(objects, "ServiceAccount")}
+    config_maps = {c["metadata"]["name"]: c for c in find(objects, "ConfigMap")}
+    for workload in workloads:
+        spec = pod_spec(workload)
+        if spec.get("serviceAccountName") not in accounts:
+            problems.append(
+                f"{name_of(workload)}: ServiceAccount {spec.get('serviceAccountName')} is not rendered"
+            )
+        for container in spec["containers"]:
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if not ref:
+                    continue
+                if ref["name"] in rendered_secrets:
+                    if ref["key"] not in rendered_secrets[ref["name"]].get("data", {}):
+                        problems.append(
+                            f"{name_of(workload)}: {var['name']} -> missing key {ref['name']}/{ref['key']}"
+                        )
+                elif ref["name"] not in existing:
+                    problems.append(f"{name_of(workload)}: {var['name']} -> unknown Secret {ref['name']}")
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume:
+                cm = config_maps.get(volume["configMap"]["name"])
+                keys = {i["key"] for i in volume["configMap"].get("items", [])}
+                if not cm or not keys <= set(cm.get("data", {})):
+                    problems.append(
+                        f"{name_of(workload)}: ConfigMap {volume['configMap']['name']} {keys} not rendered"
+                    )
+            if "secret" in volume and volume["secret"]["secretName"] not in existing | set(rendered_secrets):
+                problems.append(
+                    f"{name_of(workload)}: Secret volume {volume['secret']['secretName']} unknown"
+                )
+    for binding in find(objects, "RoleBinding"):
+        role = one(objects, "Role", binding["roleRef"]["name"])
+        if not role:
+            problems.append(f"{name_of(binding)}: Role {binding['roleRef']['name']} is not rendered")
+        for subject in binding["subjects"]:
+            if subject["kind"] == "ServiceAccount" and subject["name"] not in accounts:
+                problems.append(f"{name_of(binding)}: ServiceAccount {subject['name']} is not rendered")
+    report.check(
+        "every Secret (and key), ConfigMap, ServiceAccount and Role reference resolves "
+        "to a rendered object or a declared existing Secret",
+        not problems,
+        "; ".join(problems),
+    )
+
+    # Checksums roll the pods when chart-managed configuration changes.
+    problems = [
+        f"{name_of(d)} has no checksum/secrets annotation"
+        for d in deployments
+        if "checksum/secrets" not in d["spec"]["template"]["metadata"].get("annotations", {})
+    ]
+    worker = by_component["worker"]
+    if worker and "checksum/data-sources" not in worker["spec"]["template"]["metadata"].get(
+        "annotations", {}
+    ):
+        problems.append("worker has no checksum/data-sources annotation")
+    report.check(
+        "pod templates carry checksums of the chart's Secrets and data sources",
+        not problems,
+        "; ".join(problems),
+    )
+
+    # RBAC: least privilege, and what the controller needs.
+    controller_role = one(objects, "Role", component_name("controller"))
+    rules = controller_role["rules"] if controller_role else []
+
+    def grants(group: str, resource: str, *verbs: str) -> bool:
+        return all(
+            any(
+                group in r.get("apiGroups", [])
+                and resource in r.get("resources", [])
+                and verb in r.get("verbs", [])
+                for r in rules
+            )
+            for verb in verbs
+        )
+
+    needs = {
+        "reportrequests get/list/watch/patch": grants(
+            "quire.dev", "reportrequests", "get", "list", "watch", "patch"
+        ),
+        "reportrequests/status patch": grants("quire.dev", "reportrequests/status", "patch"),
+        "reportrequests/finalizers update": grants("quire.dev", "reportrequests/finalizers", "update"),
+        "events create (core)": grants("", "events", "create", "patch"),
+        "events create (events.k8s.io)": grants("events.k8s.io", "events", "create", "patch"),
+        "leases get/create/update/patch/list/watch": grants(
+            "coordination.k8s.io", "leases", "get", "create", "update", "patch", "list", "watch"
+        ),
+    }
+    wildcard = [
+        name_of(r)
+        for r in find(objects, "Role") + find(objects, "ClusterRole")
+        if any("*" in rule.get(k, []) for rule in r["rules"] for k in ("apiGroups", "resources", "verbs"))
+    ]
+    cluster_scoped = [name_of(o) for o in find(objects, "ClusterRole") + find(objects, "ClusterRoleBinding")]
+    secrets_access = [
+        name_of(r)
+        for r in find(objects, "Role")
+        if any("secrets" in rule.get("resources", []) for rule in r["rules"])
+    ]
+    report.check(
+        f"the controller Role grants {', '.join(needs)}",
+        bool(controller_role) and all(needs.values()),
+        f"missing: {[k for k, v in needs.items() if not v]}",
+    )
+    report.check(
+        "RBAC is namespaced, without wildcards or access to Secrets",
+        not (wildcard or cluster_scoped or secrets_access),
+        f"wildcards {wildcard}, cluster-scoped {cluster_scoped}, secrets {secrets_access}",
+    )
+    orchestrator = values.get("apiServer", {}).get("orchestrator", "kubernetes")
+    api_role = one(objects, "Role", component_name("api-server"))
+    if orchestrator == "kubernetes":
+        ok = (
+            bool(api_role)
+            and len(api_role["rules"]) == 1
+            and api_role["rules"][0]["apiGroups"] == ["quire.dev"]
+            and api_role["rules"][0]["resources"] == ["reportrequests"]
+            and set(api_role["rules"][0]["verbs"]) == {"create", "get", "list", "watch", "delete"}
+        )
+        report.check(
+            "the api-server Role grants exactly create/get/list/watch/delete on reportrequests",
+            ok,
+            f"{api_role and api_role['rules']}",
+        )
+    else:
+        report.check(
+            f"with orchestrator {orchestrator} the api-server gets no Role and no API token",
+            api_role is None
+            and api is not None
+            and pod_spec(api).get("automountServiceAccountToken") is False,
+        )
+
+    # The API Service.
+    service = one(objects, "Service", component_name("api-server"))
+    service_type = values.get("service", {}).get("type", "ClusterIP")
+    ok = (
+        bool(service)
+        and service["spec"]["type"] == service_type
+        and any(
+            p["port"] == values.get("service", {}).get("port", 80)
+            and p["targetPort"] == "http"
+            and p["name"] == "http"
+            for p in service["spec"]["ports"]
+        )
+    )
+    if ok and values.get("service", {}).get("nodePort"):
+        ok = service["spec"]["ports"][0].get("nodePort") == values["service"]["nodePort"]
+    report.check(
+        f"Service {component_name('api-server')} ({service_type}) maps port "
+        f"{values.get('service', {}).get('port', 80)} to the container port named http",
+        ok,
+        f"{service and service['spec']}",
+    )
+
+    # The worker's graceful shutdown and autoscaling.
+    if worker:
+        container = pod_spec(worker)["containers"][0]
+        grace = int(env_value(container, "QUIRE_SHUTDOWN_GRACE"))
+        termination = pod_spec(worker).get("terminationGracePeriodSeconds", 30)
+        report.check(
+            f"worker terminationGracePeriodSeconds ({termination}) > QUIRE_SHUTDOWN_GRACE ({grace})",
+            termination > grace,
+        )
+        hpas = find(objects, "HorizontalPodAutoscaler")
+        scaled = find(objects, "ScaledObject")
+        autoscaled = bool(hpas or scaled)
+        report.check(
+            f"at most one autoscaler owns the worker ({len(hpas)} HPA, {len(scaled)} ScaledObject), "
+            "and then the Deployment sets no replicas",
+            len(hpas) + len(scaled) <= 1 and (("replicas" in worker["spec"]) != autoscaled),
+        )
+        for hpa in hpas:
+            target = hpa["spec"]["scaleTargetRef"]
+            report.check(
+                "the HPA scales the worker Deployment on CPU",
+                target["kind"] == "Deployment"
+                and target["name"] == worker["metadata"]["name"]
+                and hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu",
+            )
+        for scaled_object in scaled:
+            check_scaled_object(report, scaled_object, worker, objects)
+
+    # The migration Job.
+    jobs = find(objects, "Job")
+    mode = values.get("migrations", {}).get("mode", "job")
+    if mode == "job":
+        job = one(objects, "Job", component_name("migrate"))
+        ok = bool(job)
+        detail = ""
+        if job:
+            hooks = set(job["metadata"].get("annotations", {}).get("helm.sh/hook", "").split(","))
+            container = pod_spec(job)["containers"][0]
+            ok = (
+                hooks == {"pre-install", "pre-upgrade"}
+                and container["command"] == ["/usr/local/bin/api-server", "migrate"]
+                and "DATABASE_URL" in env_of(container)
+                and pod_spec(job)["restartPolicy"] == "Never"
+            )
+            # Everything the hook Job needs must exist before the release's own objects do.
+            account = one(objects, "ServiceAccount", pod_spec(job)["serviceAccountName"])
+            secret_name = env_of(container)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
+            secret = one(objects, "Secret", secret_name)
+            for dependency in (account, secret):
+                if dependency is not None and "helm.sh/hook" not in dependency["metadata"].get(
+                    "annotations", {}
+                ):
+                    ok, detail = (
+                        False,
+                        f"{name_of(dependency)} is not a hook, so it does not exist yet when the Job runs",
+                    )
+                elif dependency is not None and int(
+                    dependency["metadata"]["annotations"].get("helm.sh/hook-weight", 0)
+                ) >= int(job["metadata"]["annotations"].get("helm.sh/hook-weight", 0)):
+                    ok, detail = False, f"{name_of(dependency)} is not created before the Job"
+            if account is None:
+                ok, detail = False, "its ServiceAccount is not rendered"
+            if secret is None and secret_name != values.get("database", {}).get("existingSecret"):
+                ok, detail = False, f"its Secret {secret_name} is not rendered"
+        report.check(
+            "a pre-install/pre-upgrade hook Job runs `api-server migrate` with its own "
+            "hook ServiceAccount and database Secret",
+            ok,
+            detail,
+        )
+    else:
+        report.check(f"migrations.mode={mode}: no migration Job", not jobs)
+
+
+def check_scaled_object(
+    report: Report, scaled_object: dict[str, Any], worker: dict[str, Any], objects: list[dict[str, Any]]
+) -> None:
+    """KEDA's ScaledObject, checked by hand (kubernetes-validate has no KEDA schemas)."""
+    spec = scaled_object["spec"]
+    container = pod_spec(worker)["containers"][0]
+    trigger = spec["triggers"][0] if spec.get("triggers") else {}
+    meta = trigger.get("metadata", {})
+    problems = []
+    if spec.get("scaleTargetRef", {}).get("name") != worker["metadata"]["name"]:
+        problems.append(f"scaleTargetRef {spec.get('scaleTargetRef')}")
+    if len(spec.get("triggers", [])) != 1 or trigger.get("type") != "aws-sqs-queue":
+        problems.append(f"triggers {spec.get('triggers')}")
+    if meta.get("queueURL") != env_value(container, "QUIRE_SQS_QUEUE_URL"):
+        problems.append("queueURL is not the worker's QUIRE_SQS_QUEUE_URL")
+    if not meta.get("awsRegion"):
+        problems.append("no awsRegion")
+    if not all(isinstance(v, str) for v in meta.values()):
+        problems.append(f"trigger metadata values must be strings: {meta}")
+    if not isinstance(spec.get("minReplicaCount"), int) or spec["minReplicaCount"] > spec.get(
+        "maxReplicaCount", 0
+    ):
+        problems.append("minReplicaCount/maxReplicaCount")
+    auth = trigger.get("authenticationRef", {}).get("name")
+    if auth:
+        trigger_auth = one(objects, "TriggerAuthentication", auth)
+        if trigger_auth is None and auth == component_name("worker"):
+            problems.append(f"TriggerAuthentication {auth} is not rendered")
+        if trigger_auth is not None:
+            ta_spec = trigger_auth["spec"]
+            if "podIdentity" in ta_spec:
+                identity = ta_spec["podIdentity"]
+                if identity.get("provider") != "aws" or (
+                    "roleArn" in identity and "identityOwner" in identity
+                ):
+                    problems.append(f"TriggerAuthentication podIdentity {identity}")
+            elif {r.get("parameter") for r in ta_spec.get("secretTargetRef", [])} != {
+                "awsAccessKeyID",
+                "awsSecretAccessKey",
+            }:
+                problems.append(f"TriggerAuthentication {ta_spec}")
+        if meta.get("identityOwner"):
+            problems.append("identityOwner set together with a TriggerAuthentication")
+    elif meta.get("identityOwner") != "operator":
+        problems.append("neither a TriggerAuthentication nor identityOwner: operator")
+    report.check(
+        "the KEDA ScaledObject scales the worker on its SQS queue (aws-sqs-queue, "
+        f"{'authenticationRef ' + auth if auth else 'identityOwner ' + str(meta.get('identityOwner'))})",
+        not problems,
+        "; ".join(problems),
+    )
+
+
+# ---- scenario-specific checks ------------------------------------------------------------
+
+
+def check_production(report: Report, objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    ingress = one(objects, "Ingress", component_name("api-server"))
+    ok = (
+        bool(ingress)
+        and ingress["spec"].get("tls")
+        and ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        == {"name": component_name("api-server"), "port": {"name": "http"}}
+    )
+    report.check("the Ingress terminates TLS and routes to the API Service's http port", bool(ok))
+    api = one(objects, "Deployment", component_name("api-server"))
+    if api:
+        url = env_value(pod_spec(api)["containers"][0], "QUIRE_PUBLIC_URL")
+        report.check(
+            f"QUIRE_PUBLIC_URL is derived from the TLS ingress host ({url})",
+            url == "https://" + values["ingress"]["hosts"][0]["host"],
+        )
+        report.check(
+            f"{values['apiServer']['replicaCount']} api-server replicas",
+            api["spec"].get("replicas") == values["apiServer"]["replicaCount"],
+        )
+
+    managed = {s["metadata"]["name"] for s in find(objects, "Secret")}
+    report.check(
+        "existing Secrets are used and the chart renders none of its own",
+        not managed,
+        f"rendered: {sorted(managed)}",
+    )
+    irsa = {
+        sa["metadata"]["name"]: sa["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn")
+        for sa in find(objects, "ServiceAccount")
+        if sa["metadata"]["name"] in {component_name(c) for c in COMPONENTS}
+    }
+    report.check(
+        "each component's ServiceAccount carries its own IRSA role",
+        len(irsa) == 3 and all(irsa.values()) and len(set(irsa.values())) == 3,
+        f"{irsa}",
+    )
+    no_keys = all(
+        "AWS_ACCESS_KEY_ID" not in env_of(pod_spec(d)["containers"][0]) for d in find(objects, "Deployment")
+    )
+    report.check("no static AWS keys in any pod with IRSA", no_keys)
+
+    report.check(
+        "KEDA enabled and HPA disabled: one ScaledObject, no HorizontalPodAutoscaler",
+        len(find(objects, "ScaledObject")) == 1 and not find(objects, "HorizontalPodAutoscaler"),
+    )
+
+    monitor = one(objects, "ServiceMonitor", component_name("controller"))
+    ok, detail = bool(monitor), "no ServiceMonitor"
+    if monitor:
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        services = [
+            s for s in find(objects, "Service") if selector.items() <= s["metadata"]["labels"].items()
+        ]
+        port_names = {p["name"] for s in services for p in s["spec"]["ports"]}
+        endpoint = monitor["spec"]["endpoints"][0]
+        ok = (
+            len(services) == 1
+            and endpoint["port"] in port_names
+            and endpoint["path"] == "/metrics"
+            and monitor["metadata"]["labels"].get("release") == "kube-prometheus-stack"
+        )
+        detail = f"selects {[name_of(s) for s in services]}, port {endpoint['port']} of {port_names}"
+        if services:
+            target = services[0]["spec"]["ports"][0]["targetPort"]
+            controller = one(objects, "Deployment", component_name("controller"))
+            ok = (
+                ok
+                and controller is not None
+                and target in {p["name"] for p in pod_spec(controller)["containers"][0]["ports"]}
+            )
+    report.check(
+        "the ServiceMonitor scrapes /metrics through the controller metrics Service "
+        "to the controller's health port",
+        ok,
+        detail,
+    )
+
+    pdbs = {p["metadata"]["name"] for p in find(objects, "PodDisruptionBudget")}
+    report.check(
+        "PodDisruptionBudgets for api-server and worker",
+        pdbs == {component_name("api-server"), component_name("worker")},
+        f"{pdbs}",
+    )
+    controller = one(objects, "Deployment", component_name("controller"))
+    if controller:
+        env = env_of(pod_spec(controller)["containers"][0])
+        report.check(
+            f"{controller['spec']['replicas']} controller replicas with leader election "
+            f"on lease {env.get('QUIRE_LEASE_NAME', {}).get('value')}",
+            env["QUIRE_LEADER_ELECTION"]["value"] == "true" and env.get("QUIRE_LEASE_NAME"),
+        )
+    worker = one(objects, "Deployment", component_name("worker"))
+    if worker:
+        env = env_of(pod_spec(worker)["containers"][0])
+        mounted = any(
+            m["mountPath"] == "/etc/quire" for m in pod_spec(worker)["containers"][0]["volumeMounts"]
+        )
+        report.check(
+            "the worker mounts its data sources at /etc/quire/data-sources.toml",
+            env.get("QUIRE_DATA_SOURCES_FILE", {}).get("value") == "/etc/quire/data-sources.toml" and mounted,
+        )
+
+
+def check_local_storage(report: Report, objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for d in find(objects, "Deployment")
+        for v in pod_spec(d)["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    report.check(
+        f"all three Deployments mount the shared claim {values['persistence']['existingClaim']}",
+        claims == {values["persistence"]["existingClaim"]}
+        and all(
+            any("persistentVolumeClaim" in v for v in pod_spec(d)["volumes"])
+            for d in find(objects, "Deployment")
+        ),
+    )
+
+
+def check_tiltfile(report: Report, tiltfile: Path, objects: list[dict[str, Any]]) -> None:
+    """The Tiltfile names resources and objects by string; a rename in the chart must not
+    leave it pointing at nothing (Tilt refuses to start then)."""
+    text = tiltfile.read_text()
+    workloads = {o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"}
+    resources = set(re.findall(r"k8s_resource\(\s*'([^']+)'", text))
+    selectors = set(re.findall(r"'([a-z0-9.-]+):([a-z]+)'", text))
+    known = {(o["metadata"]["name"], o["kind"].lower()) for o in objects}
+    # Only applied when LOCALSTACK_AUTH_TOKEN is set.
+    optional = {("localstack-auth", "secret")}
+    missing = sorted(resources - workloads) + sorted(f"{n}:{k}" for n, k in selectors - known - optional)
+    report.check(
+        f"Tiltfile: its {len(resources)} workload resources and {len(selectors)} object selectors "
+        f"name objects of the dev manifests and the chart rendered with values-dev.yaml",
+        bool(resources) and not missing,
+        f"nothing named {missing}",
+    )
+
+
+# ---- renders that must fail --------------------------------------------------------------
+
+
+def expect_failure(
+    report: Report, chart: helm.Chart, name: str, values: dict[str, Any] | None, *expected: str
+) -> None:
+    try:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    except helm.HelmError as e:
+        message = str(e)
+        missing = [text for text in expected if text not in message]
+        first = next(
+            (line.strip(" -") for line in message.splitlines() if any(text in line for text in expected)),
+            message.splitlines()[-1],
+        )
+        report.check(
+            f"refused: {name} ({type(e).__name__}: {first[:110]}{'…' if len(first) > 110 else ''})",
+            not missing,
+            f"the message lacks {missing}:\n{message}",
+        )
+        return
+    report.check(f"refused: {name}", False, "the chart rendered")
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[io.StringIO]:
+    """Captures file descriptor 2 (where the Go library logs) into a StringIO."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    captured = io.StringIO()
+    with tempfile.TemporaryFile(mode="w+") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.write(sink.read())
+            captured.seek(0)
+
+
+# ---- main --------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
+    started = time.monotonic()
+    # The library logs through Go's logger unless routed; keep only errors.
+    helm.enable_logging(logging.ERROR)
+    logging.basicConfig(level=logging.ERROR, format="helm: %(message)s")
+
+    report = Report()
+    print(
+        f"helm-python-sdk {helm.__version__} (Helm SDK {helm.helm_sdk_version()}), "
+        f"kubernetes-validate {kubernetes_validate.__version__}, "
+        f"Kubernetes schemas {', '.join(KUBE_VERSIONS)}"
+    )
+
+    chart = helm.Chart.load(CHART)
+    minimal = load_values("minimal-values.yaml")
+    production = load_values("production-values.yaml")
+
+    report.section("chart")
+    meta = chart.metadata
+    report.check(
+        f"Chart.yaml: apiVersion v2, name quire, version {meta.get('version')}",
+        meta.get("apiVersion") == "v2" and meta.get("name") == "quire",
+    )
+    schema = chart.schema or {}
+    loose = [
+        key
+        for key, sub in schema.get("properties", {}).items()
+        if sub.get("type") == "object"
+        and sub.get("additionalProperties") is not False
+        and key not in {"global", "podSecurityContext", "securityContext", "commonLabels"}
+    ]
+    report.check(
+        "values.schema.json: draft-07, additionalProperties false at the top and in every section",
+        schema.get("$schema", "").startswith("http://json-schema.org/draft-07/")
+        and schema.get("additionalProperties") is False
+        and not loose,
+        f"open sections: {loose}",
+    )
+    problems = []
+    for crd in chart.crds:
+        for doc in yaml.safe_load_all(crd["data"]):
+            for kube_version in KUBE_VERSIONS:
+                try:
+                    kubernetes_validate.validate(doc, kube_version, strict=True)
+                except kubernetes_validate.ValidationError as e:
+                    problems.append(f"{crd['filename']}: {'.'.join(map(str, e.path))}: {e.message}")
+    report.check(
+        f"crds/: {len(chart.crds)} CustomResourceDefinition(s) valid against Kubernetes "
+        f"{', '.join(KUBE_VERSIONS)}",
+        bool(chart.crds) and not problems,
+        "; ".join(problems),
+    )
+
+    report.section("deploy/dev manifests (Tilt)")
+    dev_objects = []
+    for path in sorted((REPO / "deploy" / "dev").glob("*.yaml")):
+        if path.name.startswith("values"):
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                doc["__source"] = f"deploy/dev/{path.name}"
+                dev_objects.append(doc)
+    if dev_objects:
+        validate_objects(report, dev_objects)
+
+    dev_values = REPO / "deploy" / "dev" / "values-dev.yaml"
+    tiltfile = REPO / "Tiltfile"
+    if tiltfile.exists() and dev_values.exists():
+        crds = [doc for crd in chart.crds for doc in yaml.safe_load_all(crd["data"]) if doc]
+        check_tiltfile(report, tiltfile, dev_objects + crds + render(chart, load_values(str(dev_values))))
+
+    report.section("helm lint (strict)")
+    for label, values in (
+        ("default values", None),
+        ("ci/minimal-values.yaml", minimal),
+        ("ci/production-values.yaml", production),
+    ):
+        # Lint renders in lint mode, where `fail` only logs (through Go's logger, to fd 2):
+        # keep that out of the output unless the lint fails.
+        with captured_stderr() as go_log:
+            result = helm.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version="v1.33.0")
+        findings = [
+            f"[{m['severity']}] {m['path']}: {m['error']}" for m in result["messages"] if m["severity"] >= 2
+        ] + result.get("errors", [])
+        if findings and go_log.read():
+            findings.append(go_log.read())
+        notes = [m["error"] for m in result["messages"] if m["severity"] < 2]
+        report.check(
+            f"lint {label}" + (f" (info: {'; '.join(notes)})" if notes else ""),
+            not findings,
+            "\n".join(findings),
+        )
+
+    scenarios: list[tuple[str, dict[str, Any], Callable[..., None] | None]] = [
+        ("defaults + ci/minimal-values.yaml", minimal, None),
+        ("ci/production-values.yaml", production, check_production),
+        (
+            "local storage on a shared claim, database queue, builtin orchestrator",
+            deep_merge(
+                minimal,
+                {
+                    "storage": {"type": "local"},
+                    "persistence": {"existingClaim": "quire-data"},
+                    "apiServer": {"orchestrator": "builtin", "publicUrl": "https://quire.internal.example"},
+                    "queue": {"type": "database"},
+                    "migrations": {"mode": "startup"},
+                },
+            ),
+            check_local_storage,
+        ),
+        (
+            "KEDA with the operator's identity, static AWS keys, NodePort",
+            deep_merge(
+                minimal,
+                {
+                    "worker": {
+                        "autoscaling": {"hpa": {"enabled": False}, "keda": {"enabled": True}},
+                        "dataSourcesSecret": "quire-data-sources",
+                    },
+                    "aws": {"credentials": {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "example"}},
+                    "service": {"type": "NodePort", "nodePort": 30080},
+                },
+            ),
+            None,
+        ),
+        (
+            "KEDA reading the AWS keys Secret through a TriggerAuthentication",
+            deep_merge(
+                minimal,
+                {
+                    "worker": {
+                        "autoscaling": {
+                            "hpa": {"enabled": False},
+                            "keda": {"enabled": True, "authentication": {"type": "credentials"}},
+                        }
+                    },
+                    "aws": {"credentials": {"existingSecret": "aws-keys"}},
+                },
+            ),
+            None,
+        ),
+    ]
+    if dev_values.exists():
+        scenarios.append(("deploy/dev/values-dev.yaml (Tilt on kind)", load_values(str(dev_values)), None))
+
+    for label, values, extra in scenarios:
+        report.section(f"render: {label}")
+        try:
+            objects = render(chart, values)
+        except helm.HelmError as e:
+            report.check("renders", False, str(e))
+            continue
+        kinds: dict[str, int] = {}
+        for obj in objects:
+            kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
+        report.check(
+            f"renders {len(objects)} objects ("
+            + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+            + ")",
+            bool(objects),
+        )
+        validate_objects(report, objects)
+        check_common_invariants(report, objects, values)
+        if extra:
+            extra(report, objects, values)
+
+    report.section("renders that must fail")
+    expect_failure(
+        report,
+        chart,
+        "the chart's bare defaults name every missing value",
+        None,
+        "database.url or database.existingSecret",
+        "jwt.secret or jwt.existingSecret",
+        "queue.sqs.queueUrl",
+        "storage.s3.bucket",
+        "aws.region",
+    )
+    expect_failure(
+        report,
+        chart,
+        "KEDA and the HPA together",
+        deep_merge(minimal, {"worker": {"autoscaling": {"keda": {"enabled": True}}}}),
+        "worker.autoscaling.hpa.enabled and worker.autoscaling.keda.enabled are mutually exclusive",
+    )
+    expect_failure(
+        report,
+        chart,
+        "local storage without persistence.existingClaim",
+        deep_merge(minimal, {"storage": {"type": "local"}}),
+        "storage.type=local needs persistence.existingClaim",
+    )
+    expect_failure(
+        report,
+        chart,
+        "local storage without a public URL for its download links",
+        deep_merge(minimal, {"storage": {"type": "local"}, "persistence": {"existingClaim": "quire-data"}}),
+        "set apiServer.publicUrl",
+    )
+    expect_failure(
+        report,
+        chart,
+        "a misspelt top-level key",
+        deep_merge(minimal, {"workr": {"replicaCount": 3}}),
+        "additional properties 'workr' not allowed",
+    )
+    expect_failure(
+        report,
+        chart,
+        "a misspelt nested key",
+        deep_merge(minimal, {"apiServer": {"replicas": 3}}),
+        "additional properties 'replicas' not allowed",
+    )
+    expect_failure(
+        report,
+        chart,
+        "an unknown queue type",
+        deep_merge(minimal, {"queue": {"type": "kafka"}}),
+        "queue/type",
+    )
+    expect_failure(
+        report,
+        chart,
+        "a download link TTL over 7 days",
+        deep_merge(minimal, {"apiServer": {"downloadUrlTtl": 604801}}),
+        "downloadUrlTtl",
+    )
+    expect_failure(
+        report,
+        chart,
+        "a JWT secret shorter than 32 bytes",
+        deep_merge(minimal, {"jwt": {"secret": "too-short"}}),
+        "at least 32 bytes",
+    )
+    expect_failure(
+        report,
+        chart,
+        "two controllers without leader election",
+        deep_merge(minimal, {"controller": {"replicaCount": 2, "leaderElection": {"enabled": False}}}),
+        "controller.replicaCount > 1 needs controller.leaderElection.enabled",
+    )
+    expect_failure(
+        report,
+        chart,
+        "a termination grace shorter than the worker's shutdown grace",
+        deep_merge(minimal, {"worker": {"shutdownGrace": 60, "terminationGracePeriodSeconds": 30}}),
+        "must be larger than worker.shutdownGrace",
+    )
+    expect_failure(
+        report,
+        chart,
+        "KEDA on the database queue",
+        deep_merge(
+            minimal,
+            {
+                "queue": {"type": "database"},
+                "worker": {"autoscaling": {"hpa": {"enabled": False}, "keda": {"enabled": True}}},
+            },
+        ),
+        "needs queue.type=sqs",
+    )
+
+    elapsed = time.monotonic() - started
+    print(f"\nchart check: {report.passed} passed, {len(report.failed)} failed ({elapsed:.1f}s)")
+    for name in report.failed:
+        print(f"  failed: {name}")
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
