@@ -15,7 +15,12 @@ async fn readyz_names_the_dependency_that_is_down() {
     let queue = Arc::new(DatabaseQueue::postgres(store.pool().clone()));
     let dir = tempfile::tempdir().unwrap();
     let storage = Arc::new(
-        LocalStorage::new(dir.path(), "http://127.0.0.1:1/".parse().unwrap(), vec![7; 32]).unwrap(),
+        LocalStorage::new(
+            dir.path(),
+            "http://127.0.0.1:1/".parse().unwrap(),
+            vec![7; 32],
+        )
+        .unwrap(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -80,19 +80,7 @@ impl LocalStorage {
 
     /// The file for `key`, refusing keys that could escape the root.
     fn path_of(&self, key: &str) -> Result<PathBuf> {
-        let ok = !key.is_empty()
-            && !key.starts_with('/')
-            && key.split('/').all(|part| {
-                !part.is_empty()
-                    && part != "."
-                    && part != ".."
-                    && part
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            });
-        if !ok {
-            return Err(Error::Invalid(format!("invalid storage key {key:?}")));
-        }
+        super::check_key(key)?;
         Ok(self.root.join(key))
     }
 

@@ -65,6 +65,28 @@ pub fn output_key(report: &crate::model::Report) -> String {
     )
 }
 
+/// Refuses keys that are not of the `{user_id}/{report_id}.{ext}` kind: empty, absolute,
+/// with empty, `.` or `..` segments, or characters beyond `[A-Za-z0-9._-]`. Every backend
+/// checks keys with it, so none can be made to write outside its root or prefix.
+pub fn check_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::Invalid(format!(
+            "invalid storage key {key:?}"
+        )))
+    }
+}
+
 /// How a report's output is served.
 pub fn output_meta(report: &crate::model::Report) -> ObjectMeta {
     ObjectMeta {

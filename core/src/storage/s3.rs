@@ -98,21 +98,9 @@ impl S3Storage {
     }
 
     /// The object key for an output key: `prefix/key`. Refuses keys that are not of the
-    /// `{user_id}/{report_id}.{ext}` kind (empty, absolute, `.`/`..` segments, characters
-    /// beyond `[A-Za-z0-9._-]`), as [`LocalStorage`](super::LocalStorage) does.
+    /// `{user_id}/{report_id}.{ext}` kind ([`check_key`](super::check_key)).
     pub fn object_key(&self, key: &str) -> Result<String> {
-        let ok = !key.is_empty()
-            && key.split('/').all(|part| {
-                !part.is_empty()
-                    && part != "."
-                    && part != ".."
-                    && part
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            });
-        if !ok {
-            return Err(Error::Invalid(format!("invalid storage key {key:?}")));
-        }
+        super::check_key(key)?;
         Ok(match &self.prefix {
             Some(prefix) => format!("{prefix}/{key}"),
             None => key.to_owned(),
