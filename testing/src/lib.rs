@@ -5,6 +5,7 @@
 //! migrated database on it, so tests never see each other's rows.
 
 pub mod aws;
+pub mod kube_api;
 
 use std::sync::Arc;
 
