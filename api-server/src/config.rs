@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use quire_api::ApiConfig;
 use quire_core::backends::BackendArgs;
 use secrecy::{ExposeSecret, SecretString};
@@ -64,7 +64,18 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
 
-    /// Reports still `pending` after this many seconds are dispatched again, checked as often.
+    /// Who dispatches reports: `builtin` (this server, with a sweep for `pending` ones) or
+    /// `kubernetes` (each report becomes a ReportRequest; the controller dispatches it).
+    #[arg(long, env = "QUIRE_ORCHESTRATOR", value_enum, default_value_t = Orchestrator::Builtin)]
+    pub orchestrator: Orchestrator,
+
+    /// Namespace of the ReportRequests in kubernetes mode
+    /// [default: the pod's namespace, or the kubeconfig context's, else `default`].
+    #[arg(long, env = "QUIRE_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Reports still `pending` after this many seconds are dispatched again, checked as often
+    /// (builtin orchestrator only).
     #[arg(long, env = "QUIRE_PENDING_SWEEP_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub pending_sweep_secs: u64,
@@ -77,6 +88,15 @@ pub struct Config {
     #[arg(long, env = "QUIRE_MIGRATE", default_value_t = true, action = ArgAction::Set,
           value_parser = BoolishValueParser::new(), hide = true)]
     pub migrate: bool,
+}
+
+/// `QUIRE_ORCHESTRATOR`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Orchestrator {
+    /// The API server dispatches to the work queue itself and sweeps `pending` reports.
+    Builtin,
+    /// Cluster mode: the API server creates ReportRequests; the controller dispatches.
+    Kubernetes,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +116,27 @@ impl Config {
 
     pub fn should_migrate(&self) -> bool {
         self.migrate && !self.no_migrate
+    }
+
+    /// `QUIRE_NAMESPACE` if given, checked to be a namespace name (an RFC 1123 label), so a
+    /// typo fails at start rather than on the first report.
+    pub fn namespace(&self) -> anyhow::Result<Option<&str>> {
+        let Some(namespace) = self.namespace.as_deref() else {
+            return Ok(None);
+        };
+        let bytes = namespace.as_bytes();
+        let valid = (1..=63).contains(&bytes.len())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
+        ensure!(
+            valid,
+            "QUIRE_NAMESPACE `{namespace}` is not a namespace name: at most 63 lowercase \
+             letters, digits and `-`, starting and ending with a letter or digit"
+        );
+        Ok(Some(namespace))
     }
 
     fn jwt_secret(&self) -> anyhow::Result<&SecretString> {
@@ -217,6 +258,48 @@ mod tests {
         let message = config.backends.validate().unwrap_err().to_string();
         assert!(message.contains("QUIRE_SQS_QUEUE_URL"), "{message}");
         assert!(parse(&[]).backends.validate().is_ok());
+    }
+
+    #[test]
+    fn the_orchestrator_is_builtin_unless_kubernetes_is_asked_for() {
+        let config = parse(&[]);
+        assert_eq!(config.orchestrator, Orchestrator::Builtin);
+        assert_eq!(config.namespace().unwrap(), None);
+        let config = parse(&["--orchestrator", "kubernetes", "--namespace", "reports-1"]);
+        assert_eq!(config.orchestrator, Orchestrator::Kubernetes);
+        assert_eq!(config.namespace().unwrap(), Some("reports-1"));
+        assert!(Config::try_parse_from(["api-server", "--orchestrator", "nomad"]).is_err());
+    }
+
+    #[test]
+    fn the_orchestrator_and_namespace_come_from_the_environment() {
+        let command = <Config as clap::CommandFactory>::command();
+        let env = |id: &str| {
+            command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .and_then(|arg| arg.get_env())
+                .map(|name| name.to_string_lossy().into_owned())
+        };
+        assert_eq!(env("orchestrator").as_deref(), Some("QUIRE_ORCHESTRATOR"));
+        assert_eq!(env("namespace").as_deref(), Some("QUIRE_NAMESPACE"));
+    }
+
+    #[test]
+    fn a_namespace_that_is_not_a_label_is_refused() {
+        for bad in [
+            "",
+            "Reports",
+            "reports_1",
+            "-reports",
+            "reports-",
+            &"n".repeat(64),
+        ] {
+            let config = parse(&[&format!("--namespace={bad}")]);
+            let message = config.namespace().unwrap_err().to_string();
+            assert!(message.contains("QUIRE_NAMESPACE"), "{message}");
+        }
+        assert!(parse(&["--namespace", &"n".repeat(63)]).namespace().is_ok());
     }
 
     #[test]

@@ -25,10 +25,14 @@
 //! - [`auth`]: access tokens (JWT), refresh tokens, the bounded password hasher and the
 //!   sign-in rate limits.
 //! - [`state`]: [`ApiConfig`] and [`AppState`], everything a handler can reach.
+//! - [`cluster`]: cluster mode, where reports become `ReportRequest` resources and the
+//!   Kubernetes controller dispatches them ([`AppState::with_report_requests`]).
 
 pub mod auth;
+pub mod cluster;
 pub mod http;
 pub mod state;
 
+pub use cluster::ReportRequests;
 pub use http::{ApiError, app, serve};
 pub use state::{ApiConfig, AppState};

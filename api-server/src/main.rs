@@ -1,13 +1,14 @@
 //! `api-server`: Quire's REST API against Postgres, with the work queue (database or SQS)
 //! and output storage (local or S3) chosen by [`BackendArgs`](quire_core::backends).
-//! `api-server migrate` applies the migrations and exits.
+//! `api-server migrate` applies the migrations and exits. With `QUIRE_ORCHESTRATOR=kubernetes`
+//! it registers reports as ReportRequests and leaves dispatch to the controller.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use quire_api::{AppState, app, serve};
+use quire_api::{AppState, ReportRequests, app, serve};
 use quire_core::backends::{Backends, LocalLinks};
 use quire_core::dispatch::QueueDispatcher;
 use quire_core::store::{PgStore, RecordStore};
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 mod config;
 
-use config::{Command, Config};
+use config::{Command, Config, Orchestrator};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -45,7 +46,12 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     let api_config = config.api_config()?;
     let signing_key = config.download_signing_key()?;
     let public_url = config.public_url()?;
+    let namespace = config.namespace()?;
 
+    let report_requests = match config.orchestrator {
+        Orchestrator::Builtin => None,
+        Orchestrator::Kubernetes => Some(report_requests(namespace).await?),
+    };
     let store = connect(config).await?;
     if config.should_migrate() {
         store
@@ -68,13 +74,17 @@ async fn run(config: &Config) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(telemetry::cancel_on_signal(shutdown.clone()));
-    let sweep = {
+    // In cluster mode the controller owns dispatch, pending reports included.
+    let sweep = report_requests.is_none().then(|| {
         let (dispatcher, shutdown) = (dispatcher.clone(), shutdown.clone());
         let every = Duration::from_secs(config.pending_sweep_secs);
         tokio::spawn(async move { dispatcher.sweep_pending(every, every, shutdown).await })
-    };
+    });
 
-    let state = AppState::new(api_config, records, dispatcher, storage, queue, local);
+    let mut state = AppState::new(api_config, records, dispatcher, storage, queue, local);
+    if let Some(report_requests) = report_requests {
+        state = state.with_report_requests(report_requests);
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -89,12 +99,29 @@ async fn run(config: &Config) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     shutdown.cancel();
-    if let Err(e) = sweep.await {
+    if let Some(sweep) = sweep
+        && let Err(e) = sweep.await
+    {
         tracing::warn!(error = %e, "the pending-report sweep ended abnormally");
     }
     store.pool().close().await;
     tracing::info!("api-server stopped");
     Ok(())
+}
+
+/// Cluster mode's ReportRequests, with the client from the in-cluster service account or
+/// the kubeconfig.
+async fn report_requests(namespace: Option<&str>) -> anyhow::Result<ReportRequests> {
+    let client = kube::Client::try_default().await.context(
+        "QUIRE_ORCHESTRATOR=kubernetes needs a Kubernetes API: found no in-cluster service \
+         account and no usable kubeconfig",
+    )?;
+    let report_requests = ReportRequests::new(client, namespace);
+    tracing::info!(
+        namespace = report_requests.namespace(),
+        "cluster mode: reports become ReportRequests, the controller dispatches them"
+    );
+    Ok(report_requests)
 }
 
 async fn connect(config: &Config) -> anyhow::Result<Arc<PgStore>> {

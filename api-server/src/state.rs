@@ -12,6 +12,7 @@ use secrecy::SecretString;
 
 use crate::auth::password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 use crate::auth::{AccessTokens, PasswordHasher, SigninLimiter};
+use crate::cluster::ReportRequests;
 
 /// Longest lifetime of a download link, the same ceiling as an S3 presigned URL.
 pub const MAX_DOWNLOAD_URL_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -78,6 +79,8 @@ struct Inner {
     storage: Arc<dyn OutputStorage>,
     queue: Arc<dyn WorkQueue>,
     local_files: Option<Arc<LocalStorage>>,
+    /// Set in cluster mode: new reports become `ReportRequest`s instead of being dispatched.
+    report_requests: Option<ReportRequests>,
     access_tokens: AccessTokens,
     hasher: PasswordHasher,
     signin_limiter: SigninLimiter,
@@ -123,11 +126,23 @@ impl AppState {
                 storage,
                 queue,
                 local_files,
+                report_requests: None,
                 access_tokens,
                 hasher,
                 signin_limiter,
             }),
         }
+    }
+
+    /// Switches to cluster mode: `POST /reports` registers each new report as a
+    /// `ReportRequest` and leaves dispatch to the controller (see [`crate::cluster`]).
+    ///
+    /// Call it on the state [`AppState::new`] returned, before cloning it.
+    pub fn with_report_requests(mut self, report_requests: ReportRequests) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_report_requests is called before the state is shared")
+            .report_requests = Some(report_requests);
+        self
     }
 
     pub fn config(&self) -> &ApiConfig {
@@ -152,6 +167,11 @@ impl AppState {
 
     pub fn local_files(&self) -> Option<&Arc<LocalStorage>> {
         self.inner.local_files.as_ref()
+    }
+
+    /// Where new reports are registered in cluster mode; `None` in built-in mode.
+    pub fn report_requests(&self) -> Option<&ReportRequests> {
+        self.inner.report_requests.as_ref()
     }
 
     pub fn access_tokens(&self) -> &AccessTokens {

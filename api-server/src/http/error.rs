@@ -40,6 +40,13 @@ pub enum ApiError {
         message: String,
         retry_after: Duration,
     },
+    /// The request could not be carried out now and should be retried; the message is for
+    /// the client (the cause is logged where it happened). Answered 503 with `Retry-After`.
+    #[error("{message}")]
+    ServiceUnavailable {
+        message: String,
+        retry_after: Duration,
+    },
     /// A dependency (database, queue, storage) cannot be reached. Logged, answered 503.
     #[error("service unavailable: {0:#}")]
     Unavailable(anyhow::Error),
@@ -76,7 +83,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UnprocessableEntity(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ServiceUnavailable { .. } | Self::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -109,7 +118,8 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::TooManyRequests { retry_after, .. } => {
+            Self::TooManyRequests { retry_after, .. }
+            | Self::ServiceUnavailable { retry_after, .. } => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after.as_secs().max(1)),
@@ -248,6 +258,21 @@ mod tests {
         let error = ApiError::internal(anyhow::anyhow!("password=hunter2 in SQL"));
         assert_eq!(error.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(error.client_message(), "an internal error occurred");
+    }
+
+    #[test]
+    fn service_unavailable_keeps_its_message_and_says_when_to_retry() {
+        let error = ApiError::ServiceUnavailable {
+            message: "could not be registered; try again shortly".to_owned(),
+            retry_after: Duration::from_secs(7),
+        };
+        assert_eq!(
+            error.client_message(),
+            "could not be registered; try again shortly"
+        );
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use quire_api::{ApiConfig, AppState, app, serve};
+use quire_api::{ApiConfig, AppState, ReportRequests, app, serve};
 use quire_core::dispatch::{Dispatcher, QueueDispatcher};
 use quire_core::model::{Claim, Lease, Report};
 use quire_core::queue::{DatabaseQueue, WorkQueue};
@@ -63,11 +63,31 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ApiConfig)) -> TestApp {
     let pg = quire_testing::fresh_postgres().await;
     let queue = Arc::new(DatabaseQueue::postgres(pg.pool().clone()));
     let store: Arc<dyn RecordStore> = pg.clone();
-    spawn(store, Some(pg), queue, Vec::new(), None, configure).await
+    spawn(store, Some(pg), queue, Vec::new(), None, None, configure).await
 }
 
 /// [`spawn_app`] whose dispatcher always fails, as when the work queue is down.
 pub async fn spawn_app_with_failing_dispatch() -> TestApp {
+    let pg = quire_testing::fresh_postgres().await;
+    let queue = Arc::new(DatabaseQueue::postgres(pg.pool().clone()));
+    let store: Arc<dyn RecordStore> = pg.clone();
+    let dispatcher: Arc<dyn Dispatcher> = Arc::new(FailingDispatcher);
+    spawn(
+        store,
+        Some(pg),
+        queue,
+        Vec::new(),
+        Some(dispatcher),
+        None,
+        |_| {},
+    )
+    .await
+}
+
+/// [`spawn_app`] in cluster mode: reports become `ReportRequest`s through `report_requests`
+/// (e.g. on a [`quire_testing::kube_api::FakeApiServer`]). The built-in dispatcher is still
+/// wired, as in the binary, so a test sees it if the API server wrongly dispatches.
+pub async fn spawn_cluster_app(report_requests: ReportRequests) -> TestApp {
     let pg = quire_testing::fresh_postgres().await;
     let queue = Arc::new(DatabaseQueue::postgres(pg.pool().clone()));
     let store: Arc<dyn RecordStore> = pg.clone();
@@ -76,7 +96,8 @@ pub async fn spawn_app_with_failing_dispatch() -> TestApp {
         Some(pg),
         queue,
         Vec::new(),
-        Some(Arc::new(FailingDispatcher)),
+        None,
+        Some(report_requests),
         |_| {},
     )
     .await
@@ -95,7 +116,7 @@ impl Dispatcher for FailingDispatcher {
 pub async fn spawn_sqlite_app() -> TestApp {
     let (sqlite, dir) = quire_testing::fresh_sqlite().await;
     let queue = Arc::new(DatabaseQueue::sqlite(sqlite.pool().clone()));
-    spawn(sqlite, None, queue, vec![dir], None, |_| {}).await
+    spawn(sqlite, None, queue, vec![dir], None, None, |_| {}).await
 }
 
 async fn spawn(
@@ -104,6 +125,7 @@ async fn spawn(
     queue: Arc<DatabaseQueue>,
     mut dirs: Vec<tempfile::TempDir>,
     dispatcher: Option<Arc<dyn Dispatcher>>,
+    report_requests: Option<ReportRequests>,
     configure: impl FnOnce(&mut ApiConfig),
 ) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -124,7 +146,7 @@ async fn spawn(
     let dispatcher =
         dispatcher.unwrap_or_else(|| Arc::new(QueueDispatcher::new(store.clone(), queue.clone())));
     let work_queue: Arc<dyn WorkQueue> = queue.clone();
-    let state = AppState::new(
+    let mut state = AppState::new(
         config,
         store.clone(),
         dispatcher,
@@ -132,6 +154,9 @@ async fn spawn(
         work_queue,
         Some(storage.clone()),
     );
+    if let Some(report_requests) = report_requests {
+        state = state.with_report_requests(report_requests);
+    }
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(serve(listener, app(state.clone()), async move {

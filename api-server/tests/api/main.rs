@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod cluster;
 mod downloads;
 mod health;
 mod helpers;
