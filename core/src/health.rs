@@ -4,11 +4,68 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use serde::Serialize;
 
 use crate::Error;
+use crate::queue::WorkQueue;
+use crate::storage::OutputStorage;
+use crate::store::RecordStore;
+
+/// What a Quire process depends on: the record store, the work queue, output storage.
+#[derive(Clone)]
+pub struct Dependencies {
+    pub store: Arc<dyn RecordStore>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub storage: Arc<dyn OutputStorage>,
+}
+
+impl Dependencies {
+    /// Checks all three (`database`, `queue`, `storage`).
+    pub async fn readiness(&self) -> Readiness {
+        readiness(vec![
+            ("database", self.store.ping()),
+            ("queue", self.queue.ping()),
+            ("storage", self.storage.ping()),
+        ])
+        .await
+    }
+}
+
+/// The probe routes of a background process (worker, controller): `/healthz` (the process
+/// answers) and `/readyz` (its dependencies answer; 503 naming the ones that do not).
+pub fn probes(dependencies: Dependencies) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .with_state(dependencies)
+}
+
+async fn readyz(State(dependencies): State<Dependencies>) -> Response {
+    dependencies.readiness().await.into_response()
+}
+
+impl IntoResponse for Readiness {
+    /// 200 when ready, else 503; the JSON body names every check's outcome.
+    fn into_response(self) -> Response {
+        let status = if self.is_ready() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (status, axum::Json(self)).into_response()
+    }
+}
 
 /// How long each check may take before it counts as failed.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -93,6 +93,9 @@ pub struct Report {
     /// The last download URL handed out, and when it stops working.
     pub download_url: Option<String>,
     pub download_url_expires_at: Option<DateTime<Utc>>,
+    /// When the output was deleted (the report's `ReportRequest` was deleted or expired);
+    /// the report's record stays, its file is gone.
+    pub output_deleted_at: Option<DateTime<Utc>>,
 }
 
 /// A report to create, in `pending` state.

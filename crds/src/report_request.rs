@@ -100,6 +100,10 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportRequestStatus {
+    /// The report's id in Quire's database: `spec.reportId`, or the id the controller gave
+    /// the report it created for a request made directly with kubectl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// 0–100.
@@ -150,6 +154,13 @@ pub enum Phase {
     Cancelled,
 }
 
+impl Phase {
+    /// True once nothing more will happen to the report.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
 impl From<ReportStatus> for Phase {
     fn from(status: ReportStatus) -> Self {
         match status {
@@ -173,6 +184,18 @@ pub mod condition {
     pub const READY: &str = "Ready";
     /// The report failed for good (or the request was invalid).
     pub const FAILED: &str = "Failed";
+}
+
+/// The finalizer the controller puts on every `ReportRequest`: deleting one cancels its
+/// unfinished work and deletes its stored output before the resource goes.
+pub const FINALIZER: &str = "quire.dev/cleanup";
+
+/// Labels the API server puts on the `ReportRequest`s it creates.
+pub mod labels {
+    /// The requesting user's id.
+    pub const USER_ID: &str = "quire.dev/user-id";
+    /// `profile`, `activity` or `dataset`.
+    pub const REPORT_TYPE: &str = "quire.dev/report-type";
 }
 
 #[cfg(test)]

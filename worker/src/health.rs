@@ -5,22 +5,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use quire_core::health::readiness;
+use quire_core::health::{Dependencies, probes};
 use quire_core::queue::WorkQueue;
 use quire_core::storage::OutputStorage;
 use quire_core::store::RecordStore;
-use serde_json::json;
-
-#[derive(Clone)]
-struct Dependencies {
-    store: Arc<dyn RecordStore>,
-    queue: Arc<dyn WorkQueue>,
-    storage: Arc<dyn OutputStorage>,
-}
 
 /// The probe routes on the worker's dependencies.
 pub fn router(
@@ -28,30 +16,9 @@ pub fn router(
     queue: Arc<dyn WorkQueue>,
     storage: Arc<dyn OutputStorage>,
 ) -> Router {
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({ "status": "ok" })) }),
-        )
-        .route("/readyz", get(readyz))
-        .with_state(Dependencies {
-            store,
-            queue,
-            storage,
-        })
-}
-
-async fn readyz(State(deps): State<Dependencies>) -> Response {
-    let readiness = readiness(vec![
-        ("database", deps.store.ping()),
-        ("queue", deps.queue.ping()),
-        ("storage", deps.storage.ping()),
-    ])
-    .await;
-    let status = if readiness.is_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(readiness)).into_response()
+    probes(Dependencies {
+        store,
+        queue,
+        storage,
+    })
 }

@@ -3,10 +3,9 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use quire_core::health::readiness;
+use quire_core::health::Dependencies;
 use serde_json::json;
 
 use crate::state::AppState;
@@ -29,16 +28,12 @@ async fn healthz() -> Response {
 /// 200 when the database, the work queue and output storage all answer, 503 naming the
 /// ones that do not (see [`quire_core::health`]).
 async fn readyz(State(state): State<AppState>) -> Response {
-    let readiness = readiness(vec![
-        ("database", state.store().ping()),
-        ("queue", state.queue().ping()),
-        ("storage", state.storage().ping()),
-    ])
-    .await;
-    let status = if readiness.is_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(readiness)).into_response()
+    Dependencies {
+        store: state.store().clone(),
+        queue: state.queue().clone(),
+        storage: state.storage().clone(),
+    }
+    .readiness()
+    .await
+    .into_response()
 }

@@ -69,6 +69,7 @@ async fn creating_a_report_answers_202_with_its_location_and_queues_work() {
             "failed_at",
             "format",
             "id",
+            "output_deleted_at",
             "parameters",
             "progress",
             "report_type",

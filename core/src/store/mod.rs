@@ -71,6 +71,9 @@ pub trait RecordStore: Send + Sync + 'static {
     -> Result<Cancelled>;
     /// Deletes a report row (only used to undo an insert whose dispatch could not be recorded).
     async fn delete_report(&self, id: Uuid) -> Result<bool>;
+    /// Records that the report's output was deleted (its `ReportRequest` was deleted or its
+    /// TTL ran out) and forgets its download link. `false` if it already was.
+    async fn mark_output_deleted(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
     /// Remembers the download URL handed out for a completed report.
     async fn set_download_url(&self, id: Uuid, url: &str, expires_at: DateTime<Utc>) -> Result<()>;
 

@@ -23,7 +23,7 @@ macro_rules! report_columns {
          error_message, created_at, queued_at, started_at, completed_at, failed_at, \
          cancelled_at, updated_at, lease_owner, lease_expires_at, idempotency_key, \
          request_fingerprint, output_key, output_file_path, output_size, output_checksum, \
-         download_url, download_url_expires_at"
+         download_url, download_url_expires_at, output_deleted_at"
     };
 }
 
@@ -91,6 +91,9 @@ pub(super) const INSERT_REPORT: &str = concat!(
     report_columns!()
 );
 pub(super) const DELETE_REPORT: &str = "DELETE FROM reports WHERE id = $1";
+pub(super) const MARK_OUTPUT_DELETED: &str = "UPDATE reports SET output_deleted_at = $2, \
+     download_url = NULL, download_url_expires_at = NULL, updated_at = $2 \
+     WHERE id = $1 AND output_deleted_at IS NULL";
 pub(super) const SET_DOWNLOAD_URL: &str = "UPDATE reports \
      SET download_url = $2, download_url_expires_at = $3, updated_at = $4 WHERE id = $1";
 pub(super) const CANCEL_REPORT: &str = concat!(
@@ -223,6 +226,7 @@ pub(super) struct ReportRow {
     output_checksum: Option<String>,
     download_url: Option<String>,
     download_url_expires_at: Option<Timestamp>,
+    output_deleted_at: Option<Timestamp>,
 }
 
 impl ReportRow {
@@ -256,6 +260,7 @@ impl ReportRow {
             output_checksum: self.output_checksum,
             download_url: self.download_url,
             download_url_expires_at: time(self.download_url_expires_at),
+            output_deleted_at: time(self.output_deleted_at),
         })
     }
 }
@@ -582,6 +587,20 @@ macro_rules! impl_record_store {
                 async fn delete_report(&self, id: Uuid) -> $crate::Result<bool> {
                     let done = sqlx::query(sql::DELETE_REPORT)
                         .bind(id)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                #[tracing::instrument(skip_all, fields(report_id = %id))]
+                async fn mark_output_deleted(
+                    &self,
+                    id: Uuid,
+                    now: DateTime<Utc>,
+                ) -> $crate::Result<bool> {
+                    let done = sqlx::query(sql::MARK_OUTPUT_DELETED)
+                        .bind(id)
+                        .bind(sql::ts(now))
                         .execute(&self.pool)
                         .await?;
                     Ok(done.rows_affected() == 1)

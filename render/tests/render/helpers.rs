@@ -58,6 +58,7 @@ pub fn report(
         output_size: None,
         output_checksum: None,
         download_url: None,
+        output_deleted_at: None,
         download_url_expires_at: None,
     }
 }

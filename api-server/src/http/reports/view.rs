@@ -30,15 +30,22 @@ pub struct ReportView {
     /// Only for completed reports.
     pub download_url: Option<String>,
     pub download_url_expires_at: Option<DateTime<Utc>>,
+    /// When the output was deleted (its `ReportRequest` was deleted or expired in cluster
+    /// mode); the report then has no download link.
+    pub output_deleted_at: Option<DateTime<Utc>>,
 }
 
 /// The API view of a report; for a completed one, with a download link valid for at least
 /// half the configured TTL (degrading to none if storage cannot sign one right now).
 pub async fn view(state: &AppState, report: Report) -> ReportView {
-    let link = download_link(state, &report).await.unwrap_or_else(|e| {
-        tracing::warn!(report_id = %report.id, error = %e, "could not sign a download link");
+    let link = if report.output_deleted_at.is_some() {
         None
-    });
+    } else {
+        download_link(state, &report).await.unwrap_or_else(|e| {
+            tracing::warn!(report_id = %report.id, error = %e, "could not sign a download link");
+            None
+        })
+    };
     let (download_url, download_url_expires_at) = link.unzip();
     ReportView {
         id: report.id,
@@ -56,18 +63,25 @@ pub async fn view(state: &AppState, report: Report) -> ReportView {
         cancelled_at: report.cancelled_at,
         download_url,
         download_url_expires_at,
+        output_deleted_at: report.output_deleted_at,
     }
 }
 
 /// A download link for a completed report (`None` otherwise): the stored one while it is
 /// good for at least half the TTL and still points at the storage as configured now (the
-/// server may have moved), else a freshly signed one, which is then stored.
+/// server may have moved), else a freshly signed one, which is then stored. 410 once the
+/// output was deleted.
 pub async fn download_link(
     state: &AppState,
     report: &Report,
 ) -> Result<Option<(String, DateTime<Utc>)>, ApiError> {
     if report.status != ReportStatus::Completed {
         return Ok(None);
+    }
+    if let Some(deleted_at) = report.output_deleted_at {
+        return Err(ApiError::Gone(format!(
+            "the report's output was deleted at {deleted_at}; request the report again"
+        )));
     }
     let ttl = state.config().download_url_ttl;
     let now = Utc::now();
