@@ -1,12 +1,156 @@
-//! `controller`: the Kubernetes operator that reconciles `ReportRequest` resources.
-//!
-//! The operator is being built in its own issue; until it lands this binary only says so,
-//! and Quire dispatches work with its built-in dispatcher (`QUIRE_ORCHESTRATOR=builtin`).
+//! `controller`: Quire's Kubernetes operator. Reconciles the `ReportRequest`s of one
+//! namespace against Postgres, the work queue and output storage (the same `DATABASE_URL`
+//! and [`BackendArgs`] as the other binaries), with the standard kubeconfig or in-cluster
+//! configuration.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "controller: the Kubernetes operator is not part of this build yet; \
-         run api-server and worker (or `quire dev`), which dispatch work without Kubernetes"
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use clap::builder::BoolishValueParser;
+use kube::runtime::events::{Recorder, Reporter};
+use quire_controller::{Context, LeaderElection, Metrics, Settings, probes, run};
+use quire_core::backends::{BackendArgs, Backends};
+use quire_core::dispatch::QueueDispatcher;
+use quire_core::health::Dependencies;
+use quire_core::store::{PgStore, RecordStore};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
+
+/// Quire's Kubernetes operator: reconciles ReportRequests.
+#[derive(Debug, Parser)]
+#[command(name = "controller", version)]
+struct Config {
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: SecretString,
+    /// Largest database connection pool (one more connection listens for changes).
+    #[arg(long, env = "QUIRE_DB_MAX_CONNECTIONS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    db_max_connections: u32,
+    /// Work queue and output storage (QUIRE_QUEUE, QUIRE_STORAGE, …).
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// Namespace of the ReportRequests (and the Lease) [default: the kubeconfig's or the
+    /// pod's namespace, else `default`].
+    #[arg(long, env = "QUIRE_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "QUIRE_HEALTH_LISTEN", default_value = "0.0.0.0:8081")]
+    health_listen: SocketAddr,
+    /// Compete for a Lease so only one replica reconciles.
+    #[arg(long, env = "QUIRE_LEADER_ELECTION", default_value_t = true,
+          action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "QUIRE_LEASE_NAME", default_value = "quire-controller")]
+    lease_name: String,
+    /// Seconds the Lease lasts without renewal (5–300).
+    #[arg(long, env = "QUIRE_LEASE_DURATION", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(5..=300))]
+    lease_duration: u64,
+    /// This replica's identity in the Lease [default: the host name].
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// ReportRequests reconciled at once.
+    #[arg(long, env = "QUIRE_CONTROLLER_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: u16,
+    /// Seconds between passes over an unfinished request when no change wakes it.
+    #[arg(long, env = "QUIRE_RESYNC_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    resync_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    quire_core::telemetry::init();
+    let config = Config::parse();
+    config.backends.validate()?;
+
+    let client = kube::Client::try_default()
+        .await
+        .context("configuring the Kubernetes client (kubeconfig or in-cluster)")?;
+    let namespace = config
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let store = PgStore::connect(
+        config.database_url.expose_secret(),
+        config.db_max_connections,
+    )
+    .await
+    .context("connecting to the database at DATABASE_URL")?;
+    let pool = store.pool().clone();
+    let Backends { queue, storage, .. } = config.backends.build(&pool, None).await?;
+    let store: Arc<dyn RecordStore> = Arc::new(store);
+    let identity = config.identity.clone().unwrap_or_else(default_identity);
+    tracing::info!(%namespace, %identity, queue = ?config.backends.queue, storage = ?config.backends.storage, "controller starting");
+
+    let metrics = Arc::new(Metrics::default());
+    let dependencies = Dependencies {
+        store: store.clone(),
+        queue: queue.clone(),
+        storage: storage.clone(),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(quire_core::telemetry::cancel_on_signal(shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind(config.health_listen)
+        .await
+        .with_context(|| format!("binding {}", config.health_listen))?;
+    let endpoints = probes(dependencies, metrics.clone());
+    let server = {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, endpoints)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "quire-controller".to_owned(),
+            instance: Some(identity.clone()),
+        },
     );
-    std::process::ExitCode::from(2)
+    let dispatcher = Arc::new(QueueDispatcher::new(store.clone(), queue));
+    let ctx = Arc::new(Context::new(
+        client,
+        store,
+        dispatcher,
+        storage,
+        recorder,
+        metrics,
+        Duration::from_secs(config.resync_secs),
+    ));
+    let settings = Settings {
+        namespace,
+        concurrency: config.concurrency,
+        leader_election: config.leader_election.then(|| LeaderElection {
+            lease_name: config.lease_name.clone(),
+            identity,
+            lease_duration: config.lease_duration,
+            renew_grace: (config.lease_duration / 3).max(1),
+        }),
+    };
+    let outcome = run(ctx, pool.clone(), settings, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Ok(Err(e)) = server.await {
+        tracing::warn!(error = %e, "the probe server failed");
+    }
+    pool.close().await;
+    tracing::info!("controller stopped");
+    outcome
+}
+
+/// The host name (a pod's name in Kubernetes), else a random identity.
+fn default_identity() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("controller-{}", uuid::Uuid::new_v4().simple()))
 }

@@ -1,0 +1,802 @@
+//! Reconciling one `ReportRequest`: [`reconcile`] and [`error_policy`], in the style of
+//! kube-rs/controller-rs.
+//!
+//! Every pass is idempotent and starts from what the database says, so a restarted
+//! controller, a second replica during a leader handover or a repeated event changes
+//! nothing that is already right:
+//!
+//! 1. The finalizer goes on first (kube-runtime's helper), so a deletion always runs
+//!    [`cleanup`].
+//! 2. The request is resolved to its report row: the row `spec.reportId` names (missing →
+//!    `Failed`/`ReportNotFound`, an orphan), or, for a request created with kubectl, a row
+//!    the controller creates under an id derived from the resource's uid (validated like
+//!    `POST /reports`; refused → `Failed`/`InvalidRequest`).
+//! 3. `spec.suspend` cancels an unfinished report; a `pending` report is dispatched. The
+//!    dispatcher sends, then marks the row `queued`, so a second pass finds it queued and
+//!    sends nothing.
+//! 4. The status is recomputed from the row ([`crate::status`]) and written only if it
+//!    changed; phase changes become Events.
+//! 5. What happens next: a finished request with `ttlSecondsAfterFinished` is requeued for
+//!    its expiry and deleted then; an unfinished one is requeued after the resync interval
+//!    (Postgres notifications wake it sooner); anything else waits for a change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource, ResourceExt};
+use quire_core::dispatch::Dispatcher;
+use quire_core::model::{Cancelled, Inserted, NewReport, Report};
+use quire_core::storage::{OutputStorage, output_key};
+use quire_core::store::RecordStore;
+use quire_core::{ReportStatus, ReportType};
+use quire_crds::report_request::{FINALIZER, Phase, ReportRequestStatus};
+use quire_crds::{ReportParameters, ReportRequest};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::status::{self, reason};
+
+/// The field manager of every write the controller makes.
+pub const FIELD_MANAGER: &str = "quire-controller";
+
+/// Everything a reconciliation can reach.
+pub struct Context {
+    pub client: Client,
+    pub store: Arc<dyn RecordStore>,
+    pub dispatcher: Arc<dyn Dispatcher>,
+    pub storage: Arc<dyn OutputStorage>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// How long an unfinished request waits for its next pass when nothing wakes it.
+    pub resync: Duration,
+    backoff: Backoff,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        store: Arc<dyn RecordStore>,
+        dispatcher: Arc<dyn Dispatcher>,
+        storage: Arc<dyn OutputStorage>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        resync: Duration,
+    ) -> Self {
+        Self {
+            client,
+            store,
+            dispatcher,
+            storage,
+            recorder,
+            metrics,
+            resync,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Quire(#[from] quire_core::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("the ReportRequest has no namespace")]
+    MissingNamespace,
+    #[error("serialising the status: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// The `error` label of `quire_controller_reconcile_failures_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kubernetes",
+            Self::Quire(quire_core::Error::Queue(_)) => "queue",
+            Self::Quire(quire_core::Error::Storage(_)) => "storage",
+            Self::Quire(_) => "database",
+            Self::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
+            Self::MissingNamespace | Self::Serialize(_) => "invalid_object",
+        }
+    }
+}
+
+/// Reconciles one `ReportRequest`. See the module docs.
+pub async fn reconcile(rr: Arc<ReportRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile();
+    let namespace = rr.namespace().ok_or(Error::MissingNamespace)?;
+    let key = ObjectRef::from_obj(rr.as_ref());
+    let api: Api<ReportRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    let action = finalizer(&api, FINALIZER, rr, |event| async {
+        match event {
+            Finalizer::Apply(rr) => apply(&rr, &api, &ctx).await,
+            Finalizer::Cleanup(rr) => cleanup(&rr, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.backoff.reset(&key);
+    Ok(action)
+}
+
+/// Requeues a failed object with exponential backoff (1 s doubling to 5 min, per object),
+/// so one broken request or an outage does not turn into a tight loop.
+pub fn error_policy(rr: Arc<ReportRequest>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(error.metric_label());
+    let delay = ctx.backoff.next(&ObjectRef::from_obj(rr.as_ref()));
+    tracing::warn!(
+        name = %rr.name_any(),
+        error = %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// Per-object exponential backoff for [`error_policy`].
+#[derive(Default)]
+struct Backoff {
+    failures: Mutex<HashMap<ObjectRef<ReportRequest>, u32>>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(300);
+
+    fn next(&self, key: &ObjectRef<ReportRequest>) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.clone()).or_default();
+        let delay = Self::FIRST.saturating_mul(1 << (*n).min(16)).min(Self::MAX);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    fn reset(&self, key: &ObjectRef<ReportRequest>) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(key);
+    }
+}
+
+/// The report a request stands for, or why it stands for none.
+enum Resolved {
+    Report(Report),
+    Rejected {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+async fn apply(
+    rr: &ReportRequest,
+    api: &Api<ReportRequest>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let now = Utc::now();
+    let name = rr.name_any();
+    let previous = rr.status.as_ref().and_then(|s| s.phase);
+    let mut report = match resolve(rr, ctx).await? {
+        Resolved::Report(report) => report,
+        Resolved::Rejected { reason, message } => {
+            let desired = status::rejected(rr, reason, &message, now);
+            if rr.status.as_ref() != Some(&desired) {
+                write_status(api, &name, &desired).await?;
+                if previous != Some(Phase::Failed) {
+                    publish(ctx, rr, EventType::Warning, reason, "Validate", message).await;
+                }
+            }
+            return finish(rr, api, ctx, &desired, now).await;
+        }
+    };
+
+    if rr.spec.suspend && !report.status.is_terminal() {
+        if let Cancelled::Cancelled(cancelled) = ctx
+            .store
+            .cancel_report(report.user_id, report.id, now)
+            .await?
+        {
+            report = cancelled;
+        }
+    }
+    if report.status == ReportStatus::Pending {
+        ctx.dispatcher.dispatch(&report).await?;
+        ctx.metrics.dispatched();
+        if let Some(current) = ctx.store.report(report.id).await? {
+            report = current;
+        }
+    }
+
+    let desired = status::reflect(rr, &report, now);
+    if rr.status.as_ref() != Some(&desired) {
+        write_status(api, &name, &desired).await?;
+        if let Some((type_, reason, note)) = transition(previous, &report) {
+            publish(ctx, rr, type_, reason, "Reconcile", note).await;
+        }
+    }
+    finish(rr, api, ctx, &desired, now).await
+}
+
+/// What happens after a pass: deletion when the TTL ran out, a timer for it, a resync for
+/// unfinished work, or nothing until the object changes.
+async fn finish(
+    rr: &ReportRequest,
+    api: &Api<ReportRequest>,
+    ctx: &Context,
+    status: &ReportRequestStatus,
+    now: chrono::DateTime<Utc>,
+) -> Result<Action, Error> {
+    if let Some(expires_at) = status::expires_at(rr, status) {
+        if expires_at <= now {
+            let note = format!(
+                "ttlSecondsAfterFinished ({}s) expired; deleting the request and its output",
+                rr.spec.ttl_seconds_after_finished.unwrap_or_default()
+            );
+            publish(ctx, rr, EventType::Normal, "Expired", "Delete", note).await;
+            match api.delete(&rr.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(Action::await_change());
+        }
+        let wait = (expires_at - now).to_std().unwrap_or_default();
+        // A second late rather than early: timestamps are kept to the second.
+        return Ok(Action::requeue(wait + Duration::from_secs(1)));
+    }
+    if status.phase.is_some_and(Phase::is_terminal) {
+        Ok(Action::await_change())
+    } else {
+        Ok(Action::requeue(ctx.resync))
+    }
+}
+
+/// Finds (or, for a kubectl-created request, creates) the report row of a request.
+async fn resolve(rr: &ReportRequest, ctx: &Context) -> Result<Resolved, Error> {
+    let invalid = |message: String| Resolved::Rejected {
+        reason: reason::INVALID_REQUEST,
+        message,
+    };
+    let Ok(user_id) = Uuid::parse_str(&rr.spec.user_id) else {
+        return Ok(invalid(format!(
+            "spec.userId {:?} is not a UUID",
+            rr.spec.user_id
+        )));
+    };
+    if let Some(raw) = &rr.spec.report_id {
+        let Ok(id) = Uuid::parse_str(raw) else {
+            return Ok(invalid(format!("spec.reportId {raw:?} is not a UUID")));
+        };
+        return Ok(match ctx.store.report(id).await? {
+            None => Resolved::Rejected {
+                reason: reason::REPORT_NOT_FOUND,
+                message: format!(
+                    "report {id} does not exist in Quire's database: the request was never \
+                     recorded (or its row was deleted)"
+                ),
+            },
+            Some(report) => match mismatch(rr, user_id, &report) {
+                Some(message) => invalid(message),
+                None => Resolved::Report(report),
+            },
+        });
+    }
+    adopt(rr, user_id, ctx).await
+}
+
+/// A request made with kubectl: validated like `POST /reports` and given a report row for
+/// an existing user, under [`adopted_report_id`] so a repeated pass finds the same row.
+async fn adopt(rr: &ReportRequest, user_id: Uuid, ctx: &Context) -> Result<Resolved, Error> {
+    let invalid = |message: String| Resolved::Rejected {
+        reason: reason::INVALID_REQUEST,
+        message,
+    };
+    let Some(id) = adopted_report_id(rr) else {
+        return Ok(invalid(
+            "the resource has no uid or creation time to derive a report id from".to_owned(),
+        ));
+    };
+    if let Some(report) = ctx.store.report(id).await? {
+        return Ok(match mismatch(rr, user_id, &report) {
+            Some(message) => invalid(message),
+            None => Resolved::Report(report),
+        });
+    }
+    let spec = &rr.spec;
+    if !spec.report_type.supports(spec.format) {
+        return Ok(invalid(unsupported_format(spec.report_type, spec)));
+    }
+    let parameters = match ReportParameters::parse(spec.report_type, &spec.parameters) {
+        Ok(parameters) => parameters.to_value(),
+        Err(e) => return Ok(invalid(format!("spec.parameters: {e}"))),
+    };
+    if ctx.store.user(user_id).await?.is_none() {
+        return Ok(invalid(format!("no Quire user has id {user_id}")));
+    }
+    let inserted = ctx
+        .store
+        .insert_report(NewReport {
+            id,
+            user_id,
+            report_type: spec.report_type,
+            format: spec.format,
+            parameters,
+            idempotency_key: None,
+            request_fingerprint: None,
+            created_at: Utc::now(),
+        })
+        .await;
+    let report = match inserted {
+        Ok(Inserted::Created(report) | Inserted::Existing(report)) => report,
+        // The user was deleted between the check and the insert.
+        Err(quire_core::Error::Database(sqlx::Error::Database(e)))
+            if e.is_foreign_key_violation() =>
+        {
+            return Ok(invalid(format!("no Quire user has id {user_id}")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let note = format!("created report {id} for a request made without the API");
+    publish(ctx, rr, EventType::Normal, "Adopted", "Adopt", note).await;
+    Ok(Resolved::Report(report))
+}
+
+fn unsupported_format(report_type: ReportType, spec: &quire_crds::ReportRequestSpec) -> String {
+    let supported: Vec<_> = report_type
+        .supported_formats()
+        .iter()
+        .map(|f| f.as_str())
+        .collect();
+    format!(
+        "a {report_type} report cannot be rendered as {}; supported formats: {}",
+        spec.format,
+        supported.join(", ")
+    )
+}
+
+/// Why `report` is not the report `rr` describes, if it is not.
+fn mismatch(rr: &ReportRequest, user_id: Uuid, report: &Report) -> Option<String> {
+    let matches = report.user_id == user_id
+        && report.report_type == rr.spec.report_type
+        && report.format == rr.spec.format;
+    (!matches).then(|| {
+        format!(
+            "report {} belongs to another user or has another type or format than the spec says",
+            report.id
+        )
+    })
+}
+
+/// The report id of a request made with kubectl: a UUIDv7 whose time is the resource's
+/// creation and whose remaining bits come from its uid, so ids of adopted reports sort by
+/// creation like all others and every pass (and every replica) derives the same one.
+pub fn adopted_report_id(rr: &ReportRequest) -> Option<Uuid> {
+    let uid = Uuid::parse_str(rr.metadata.uid.as_deref()?).ok()?;
+    let created = rr.metadata.creation_timestamp.as_ref()?.0.as_millisecond();
+    let mut bits = [0u8; 10];
+    bits.copy_from_slice(&uid.as_bytes()[6..]);
+    Some(uuid::Builder::from_unix_timestamp_millis(u64::try_from(created).ok()?, &bits).into_uuid())
+}
+
+/// The report a request being deleted owns, if it has one: by `spec.reportId`, the id in
+/// its status, or the id adoption derives; and only if it is the report the spec describes.
+async fn owned_report(rr: &ReportRequest, ctx: &Context) -> Result<Option<Report>, Error> {
+    let Ok(user_id) = Uuid::parse_str(&rr.spec.user_id) else {
+        return Ok(None);
+    };
+    let id = rr
+        .spec
+        .report_id
+        .as_deref()
+        .or(rr.status.as_ref().and_then(|s| s.report_id.as_deref()))
+        .and_then(|raw| Uuid::parse_str(raw).ok())
+        .or_else(|| adopted_report_id(rr));
+    let Some(id) = id else { return Ok(None) };
+    Ok(ctx
+        .store
+        .report(id)
+        .await?
+        .filter(|report| mismatch(rr, user_id, report).is_none()))
+}
+
+/// On deletion: cancels unfinished work, deletes the stored output and records that on the
+/// row. Idempotent: a repeated pass cancels nothing twice and deleting a missing object
+/// succeeds.
+async fn cleanup(rr: &ReportRequest, ctx: &Context) -> Result<Action, Error> {
+    let Some(report) = owned_report(rr, ctx).await? else {
+        return Ok(Action::await_change());
+    };
+    let now = Utc::now();
+    if !report.status.is_terminal()
+        && let Cancelled::Cancelled(_) = ctx
+            .store
+            .cancel_report(report.user_id, report.id, now)
+            .await?
+    {
+        let note = "the request was deleted before the report finished".to_owned();
+        publish(ctx, rr, EventType::Normal, "Cancelled", "Cleanup", note).await;
+    }
+    // Also for unfinished reports: a worker may have stored an output just before the cancel.
+    let key = report
+        .output_key
+        .clone()
+        .unwrap_or_else(|| output_key(&report));
+    ctx.storage.delete(&key).await?;
+    if ctx.store.mark_output_deleted(report.id, now).await? {
+        tracing::info!(report_id = %report.id, "deleted the output of a deleted ReportRequest");
+    }
+    Ok(Action::await_change())
+}
+
+/// Writes the whole status with a merge patch, naming absent fields as `null` so that a
+/// field the new status lacks (a cleared message, a deleted output) is removed.
+async fn write_status(
+    api: &Api<ReportRequest>,
+    name: &str,
+    status: &ReportRequestStatus,
+) -> Result<(), Error> {
+    let mut value = serde_json::to_value(status)?;
+    if let Some(fields) = value.as_object_mut() {
+        for key in [
+            "reportId",
+            "phase",
+            "startedAt",
+            "completedAt",
+            "message",
+            "output",
+            "observedGeneration",
+            "conditions",
+        ] {
+            fields.entry(key).or_insert(Value::Null);
+        }
+    }
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    api.patch_status(name, &params, &Patch::Merge(json!({ "status": value })))
+        .await?;
+    Ok(())
+}
+
+/// The Event a phase change deserves.
+fn transition(
+    previous: Option<Phase>,
+    report: &Report,
+) -> Option<(EventType, &'static str, String)> {
+    let phase = Phase::from(report.status);
+    if previous == Some(phase) {
+        return None;
+    }
+    Some(match report.status {
+        ReportStatus::Pending => return None,
+        ReportStatus::Queued if previous == Some(Phase::Running) => (
+            EventType::Warning,
+            "Retrying",
+            format!(
+                "attempt {} failed and will be retried: {}",
+                report.attempts,
+                report
+                    .error_message
+                    .as_deref()
+                    .unwrap_or("no error recorded")
+            ),
+        ),
+        ReportStatus::Queued => (
+            EventType::Normal,
+            "Dispatched",
+            "sent to the work queue".to_owned(),
+        ),
+        ReportStatus::Running => (
+            EventType::Normal,
+            "Started",
+            format!("attempt {} started", report.attempts),
+        ),
+        ReportStatus::Completed => (
+            EventType::Normal,
+            "Completed",
+            format!(
+                "stored {} bytes at {}",
+                report.output_size.unwrap_or_default(),
+                report.output_file_path.as_deref().unwrap_or("(unknown)")
+            ),
+        ),
+        ReportStatus::Failed => (
+            EventType::Warning,
+            "Failed",
+            report
+                .error_message
+                .clone()
+                .unwrap_or_else(|| "the report failed".to_owned()),
+        ),
+        ReportStatus::Cancelled => (
+            EventType::Normal,
+            "Cancelled",
+            "the report was cancelled before it finished".to_owned(),
+        ),
+    })
+}
+
+/// Publishes an Event about `rr`. Events are best effort: a failure is logged, not fatal.
+async fn publish(
+    ctx: &Context,
+    rr: &ReportRequest,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &rr.object_ref(&())).await {
+        tracing::warn!(name = %rr.name_any(), reason, error = %e, "could not publish an event");
+    }
+}
+
+/// `reconcile` against a mocked Kubernetes API (tower-test): each test states the exact
+/// requests a pass makes, in order, and answers them. The record store is a real (SQLite)
+/// one.
+#[cfg(test)]
+mod tests {
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use quire_core::queue::DatabaseQueue;
+    use quire_core::storage::LocalStorage;
+    use quire_core::{ReportFormat, ReportType};
+    use quire_crds::ReportRequestSpec;
+    use serde_json::Value;
+
+    use super::*;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    const PATH: &str = "/apis/quire.dev/v1alpha1/namespaces/default/reportrequests";
+
+    struct Fixture {
+        ctx: Arc<Context>,
+        handle: Handle,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture() -> Fixture {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let (store, dir) = quire_testing::fresh_sqlite().await;
+        let queue = Arc::new(DatabaseQueue::sqlite(store.pool().clone()));
+        let storage = Arc::new(
+            LocalStorage::new(
+                dir.path().join("outputs"),
+                "http://127.0.0.1:1/".parse().expect("a URL"),
+                vec![1; 32],
+            )
+            .expect("local storage"),
+        );
+        let store: Arc<dyn RecordStore> = store;
+        let recorder = Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "quire-controller".to_owned(),
+                instance: None,
+            },
+        );
+        let ctx = Context::new(
+            client,
+            store.clone(),
+            Arc::new(quire_core::dispatch::QueueDispatcher::new(store, queue)),
+            storage,
+            recorder,
+            Arc::new(Metrics::default()),
+            Duration::from_secs(60),
+        );
+        Fixture {
+            ctx: Arc::new(ctx),
+            handle,
+            _dir: dir,
+        }
+    }
+
+    fn request(report_id: Option<Uuid>, finalizers: &[&str]) -> ReportRequest {
+        let mut rr = ReportRequest::new(
+            "r1",
+            ReportRequestSpec {
+                report_id: report_id.map(|id| id.to_string()),
+                user_id: Uuid::nil().to_string(),
+                report_type: ReportType::Profile,
+                format: ReportFormat::Pdf,
+                parameters: json!({}),
+                ttl_seconds_after_finished: None,
+                suspend: false,
+            },
+        );
+        rr.metadata.namespace = Some("default".to_owned());
+        rr.metadata.uid = Some(Uuid::new_v4().to_string());
+        rr.metadata.resource_version = Some("7".to_owned());
+        rr.metadata.generation = Some(1);
+        rr.metadata.finalizers =
+            (!finalizers.is_empty()).then(|| finalizers.iter().map(|f| (*f).to_owned()).collect());
+        rr
+    }
+
+    /// Takes the next request, checks its method and path, returns its JSON body, and
+    /// answers `response`.
+    async fn expect(handle: &mut Handle, method: Method, path: &str, response: Value) -> Value {
+        let next = tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await;
+        let Ok(Some((request, send))) = next else {
+            panic!("expected {method} {path}, but the pass made no further call");
+        };
+        assert_eq!(request.method(), method, "{}", request.uri());
+        assert_eq!(request.uri().path(), path);
+        let body = request
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("the request body");
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&response).expect("JSON")))
+                .expect("a response"),
+        );
+        if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).expect("a JSON body")
+        }
+    }
+
+    /// Fails if the pass makes any further API call.
+    async fn expect_no_more(handle: &mut Handle) {
+        let next = tokio::time::timeout(Duration::from_millis(100), handle.next_request()).await;
+        if let Ok(Some((request, _))) = next {
+            panic!("unexpected call: {} {}", request.method(), request.uri());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_request_first_gets_the_finalizer_and_nothing_else() {
+        // `_dir` bound, not `..`: the temporary directory must outlive the test.
+        let Fixture {
+            ctx,
+            mut handle,
+            _dir,
+        } = fixture().await;
+        let rr = request(None, &[]);
+        let with_finalizer = request(None, &[FINALIZER]);
+        let pass = tokio::spawn(reconcile(Arc::new(rr), ctx));
+        let patch = expect(
+            &mut handle,
+            Method::PATCH,
+            &format!("{PATH}/r1"),
+            serde_json::to_value(&with_finalizer).expect("JSON"),
+        )
+        .await;
+        // A JSON patch that only succeeds on the version it was computed from.
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}
+            ])
+        );
+        expect_no_more(&mut handle).await;
+        let action = pass.await.expect("the pass").expect("reconciled");
+        assert_eq!(action, Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn an_orphaned_request_gets_a_failed_status_then_a_warning_event() {
+        // `_dir` bound, not `..`: the temporary directory must outlive the test.
+        let Fixture {
+            ctx,
+            mut handle,
+            _dir,
+        } = fixture().await;
+        let missing = Uuid::now_v7();
+        let rr = request(Some(missing), &[FINALIZER]);
+        let pass = tokio::spawn(reconcile(Arc::new(rr.clone()), ctx.clone()));
+        let patch = expect(
+            &mut handle,
+            Method::PATCH,
+            &format!("{PATH}/r1/status"),
+            serde_json::to_value(&rr).expect("JSON"),
+        )
+        .await;
+        let status = &patch["status"];
+        assert_eq!(status["phase"], "Failed");
+        assert_eq!(status["reportId"], Value::Null);
+        assert_eq!(status["output"], Value::Null, "absent fields are cleared");
+        let failed = status["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == "Failed")
+            .expect("a Failed condition");
+        assert_eq!(failed["status"], "True");
+        assert_eq!(failed["reason"], "ReportNotFound");
+        assert!(
+            failed["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&missing.to_string()))
+        );
+        let event = expect(
+            &mut handle,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/default/events",
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1"}, "eventTime": "2026-01-01T00:00:00.000000Z"}),
+        )
+        .await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "ReportNotFound");
+        assert_eq!(event["regarding"]["name"], "r1");
+        expect_no_more(&mut handle).await;
+        let action = pass.await.expect("the pass").expect("reconciled");
+        assert_eq!(action, Action::await_change());
+        assert!(ctx.store.report(missing).await.expect("read").is_none());
+    }
+
+    #[tokio::test]
+    async fn deleting_a_request_without_a_report_only_removes_the_finalizer() {
+        // `_dir` bound, not `..`: the temporary directory must outlive the test.
+        let Fixture {
+            ctx,
+            mut handle,
+            _dir,
+        } = fixture().await;
+        let mut rr = request(Some(Uuid::now_v7()), &[FINALIZER]);
+        rr.metadata.deletion_timestamp = rr.metadata.creation_timestamp.clone().or_else(|| {
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ))
+        });
+        let pass = reconcile(Arc::new(rr.clone()), ctx);
+        let pass = tokio::spawn(async move {
+            let outcome = pass.await;
+            eprintln!("the pass returned {outcome:?}");
+            outcome
+        });
+        let patch = expect(
+            &mut handle,
+            Method::PATCH,
+            &format!("{PATH}/r1"),
+            serde_json::to_value(&rr).expect("JSON"),
+        )
+        .await;
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+                {"op": "remove", "path": "/metadata/finalizers/0"}
+            ])
+        );
+        expect_no_more(&mut handle).await;
+        pass.await.expect("the pass").expect("reconciled");
+    }
+
+    #[test]
+    fn backoff_doubles_per_object_up_to_five_minutes_and_resets() {
+        let backoff = Backoff::default();
+        let key = ObjectRef::new("r1").within("default");
+        let other = ObjectRef::new("r2").within("default");
+        let delays: Vec<u64> = (0..12).map(|_| backoff.next(&key).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(backoff.next(&other).as_secs(), 1);
+        backoff.reset(&key);
+        assert_eq!(backoff.next(&key).as_secs(), 1);
+    }
+}
