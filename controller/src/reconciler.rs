@@ -173,7 +173,7 @@ impl Backoff {
 
 /// The report a request stands for, or why it stands for none.
 enum Resolved {
-    Report(Report),
+    Report(Box<Report>),
     Rejected {
         reason: &'static str,
         message: String,
@@ -189,7 +189,7 @@ async fn apply(
     let name = rr.name_any();
     let previous = rr.status.as_ref().and_then(|s| s.phase);
     let mut report = match resolve(rr, ctx).await? {
-        Resolved::Report(report) => report,
+        Resolved::Report(report) => *report,
         Resolved::Rejected { reason, message } => {
             let desired = status::rejected(rr, reason, &message, now);
             if rr.status.as_ref() != Some(&desired) {
@@ -202,14 +202,14 @@ async fn apply(
         }
     };
 
-    if rr.spec.suspend && !report.status.is_terminal() {
-        if let Cancelled::Cancelled(cancelled) = ctx
+    if rr.spec.suspend
+        && !report.status.is_terminal()
+        && let Cancelled::Cancelled(cancelled) = ctx
             .store
             .cancel_report(report.user_id, report.id, now)
             .await?
-        {
-            report = cancelled;
-        }
+    {
+        report = cancelled;
     }
     if report.status == ReportStatus::Pending {
         ctx.dispatcher.dispatch(&report).await?;
@@ -289,7 +289,7 @@ async fn resolve(rr: &ReportRequest, ctx: &Context) -> Result<Resolved, Error> {
             },
             Some(report) => match mismatch(rr, user_id, &report) {
                 Some(message) => invalid(message),
-                None => Resolved::Report(report),
+                None => Resolved::Report(Box::new(report)),
             },
         });
     }
@@ -311,7 +311,7 @@ async fn adopt(rr: &ReportRequest, user_id: Uuid, ctx: &Context) -> Result<Resol
     if let Some(report) = ctx.store.report(id).await? {
         return Ok(match mismatch(rr, user_id, &report) {
             Some(message) => invalid(message),
-            None => Resolved::Report(report),
+            None => Resolved::Report(Box::new(report)),
         });
     }
     let spec = &rr.spec;
@@ -350,7 +350,7 @@ async fn adopt(rr: &ReportRequest, user_id: Uuid, ctx: &Context) -> Result<Resol
     };
     let note = format!("created report {id} for a request made without the API");
     publish(ctx, rr, EventType::Normal, "Adopted", "Adopt", note).await;
-    Ok(Resolved::Report(report))
+    Ok(Resolved::Report(Box::new(report)))
 }
 
 fn unsupported_format(report_type: ReportType, spec: &quire_crds::ReportRequestSpec) -> String {

@@ -702,3 +702,130 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     assert_eq!(sent.len(), 2, "{sent:?}");
     b.stop().await;
 }
+
+/// A free loopback port (bound, then released for the child process to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test]
+async fn the_controller_binary_reconciles_serves_probes_and_kubectl_shows_its_work() {
+    let h = Harness::new().await;
+    let kubectl = quire_testing::kube_api::Kubectl::for_server(&h.server);
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(h.store.pool())
+        .await
+        .expect("the database's name");
+    let mut database_url = url::Url::parse(&quire_testing::database_url()).expect("a URL");
+    database_url.set_path(&database);
+    let health = format!("127.0.0.1:{}", free_port());
+    let data = tempfile::tempdir().expect("a temporary directory");
+    let log = data.path().join("controller.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_controller"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KUBECONFIG", kubectl.kubeconfig())
+        .env("DATABASE_URL", database_url.as_str())
+        .env("QUIRE_QUEUE", "database")
+        .env("QUIRE_STORAGE", "local")
+        .env("QUIRE_DATA_DIR", data.path())
+        .env("QUIRE_HEALTH_LISTEN", &health)
+        .env("QUIRE_LEASE_DURATION", "5")
+        .env("POD_NAME", "controller-0")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the controller binary");
+
+    let report = h.request(None).await;
+    let name = report.id.to_string();
+    h.wait_for_phase(&name, Phase::Queued).await;
+    h.render(&report).await;
+    h.wait_for_phase(&name, Phase::Completed).await;
+
+    let http = reqwest::Client::new();
+    let ready = http
+        .get(format!("http://{health}/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz");
+    assert_eq!(ready.status(), 200);
+    let checks: serde_json::Value = ready.json().await.expect("JSON");
+    assert_eq!(
+        checks["checks"],
+        json!({"database": "ok", "queue": "ok", "storage": "ok"})
+    );
+    let metrics = http
+        .get(format!("http://{health}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for line in [
+        "quire_controller_dispatches_total 1",
+        "quire_controller_leader 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert!(metrics.contains("quire_controller_reconcile_duration_seconds_bucket"));
+
+    // What an operator sees.
+    let (ok, out, err) = kubectl.run(&["get", "reportrequests"]).await;
+    assert!(ok, "{err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "TYPE", "FORMAT", "PHASE", "PROGRESS", "AGE"]
+    );
+    assert_eq!(
+        lines[1][..5],
+        [name.as_str(), "profile", "pdf", "Completed", "100"]
+    );
+    let (ok, out, err) = kubectl.run(&["get", "rr", "-o", "wide"]).await;
+    assert!(ok, "{err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0][6..], ["USER", "ATTEMPTS"]);
+    assert_eq!(lines[1][6..], [h.user.to_string().as_str(), "1"]);
+    let (ok, out, err) = kubectl
+        .run(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("rr/{name}"),
+            "--timeout=5s",
+        ])
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("condition met"), "{out}");
+
+    // SIGTERM: a clean exit that releases the lease for a standby.
+    let pid = child.id().expect("the child's pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("the controller exits after SIGTERM")
+        .expect("wait");
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "exit {status}; log:\n{output}");
+    let lease: Lease = Api::namespaced(h.server.client(), "default")
+        .get("quire-controller")
+        .await
+        .expect("the lease");
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity), None);
+}

@@ -15,7 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use quire_crds::{ReportFormat, ReportRequest, ReportRequestSpec, ReportType};
-use quire_testing::kube_api::{FakeApiServer, ObjectStore};
+use quire_testing::kube_api::{FakeApiServer, Kubectl, ObjectStore};
 use serde_json::{Value, json};
 
 const USER: &str = "01a1ff2b-b9b1-7396-94ba-d136c07eec06";
@@ -973,47 +973,6 @@ async fn the_store_outlives_a_server_and_restart_keeps_the_port() {
 }
 
 // ----- kubectl -----
-
-struct Kubectl {
-    kubeconfig: std::path::PathBuf,
-    cache: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Kubectl {
-    fn for_server(server: &FakeApiServer) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig).unwrap();
-        let cache = dir.path().join("cache");
-        Self {
-            kubeconfig,
-            cache,
-            _dir: dir,
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let binary = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());
-        let output = tokio::process::Command::new(&binary)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .args(args)
-            .env("HOME", self._dir.path())
-            .output()
-            .await
-            .unwrap_or_else(|e| {
-                panic!("run {binary} (install kubectl, e.g. `apt-get install kubectl`, or set KUBECTL): {e}")
-            });
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    }
-}
 
 fn columns(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()

@@ -34,6 +34,7 @@
 
 mod errors;
 mod http;
+mod kubectl;
 mod patch;
 mod resources;
 mod schema;
@@ -53,6 +54,7 @@ use tokio::task::JoinHandle;
 
 pub use errors::{ApiError, FieldError};
 pub use http::RecordedRequest;
+pub use kubectl::Kubectl;
 pub use resources::{PrinterColumn, ResourceInfo};
 pub use store::{DEFAULT_HISTORY_LIMIT, EventType, ObjectStore};
 pub use table::human_duration;
