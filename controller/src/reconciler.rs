@@ -31,11 +31,11 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
+use quire_core::ReportStatus;
 use quire_core::dispatch::Dispatcher;
 use quire_core::model::{Cancelled, Inserted, NewReport, Report};
 use quire_core::storage::{OutputStorage, output_key};
 use quire_core::store::RecordStore;
-use quire_core::{ReportStatus, ReportType};
 use quire_crds::report_request::{FINALIZER, Phase, ReportRequestStatus};
 use quire_crds::{ReportParameters, ReportRequest};
 use serde_json::{Value, json};
@@ -315,8 +315,8 @@ async fn adopt(rr: &ReportRequest, user_id: Uuid, ctx: &Context) -> Result<Resol
         });
     }
     let spec = &rr.spec;
-    if !spec.report_type.supports(spec.format) {
-        return Ok(invalid(unsupported_format(spec.report_type, spec)));
+    if let Err(message) = spec.report_type.check_format(spec.format) {
+        return Ok(invalid(message));
     }
     let parameters = match ReportParameters::parse(spec.report_type, &spec.parameters) {
         Ok(parameters) => parameters.to_value(),
@@ -351,19 +351,6 @@ async fn adopt(rr: &ReportRequest, user_id: Uuid, ctx: &Context) -> Result<Resol
     let note = format!("created report {id} for a request made without the API");
     publish(ctx, rr, EventType::Normal, "Adopted", "Adopt", note).await;
     Ok(Resolved::Report(Box::new(report)))
-}
-
-fn unsupported_format(report_type: ReportType, spec: &quire_crds::ReportRequestSpec) -> String {
-    let supported: Vec<_> = report_type
-        .supported_formats()
-        .iter()
-        .map(|f| f.as_str())
-        .collect();
-    format!(
-        "a {report_type} report cannot be rendered as {}; supported formats: {}",
-        spec.format,
-        supported.join(", ")
-    )
 }
 
 /// Why `report` is not the report `rr` describes, if it is not.

@@ -35,32 +35,28 @@ pub fn changes(
     namespace: String,
 ) -> impl Stream<Item = ObjectRef<ReportRequest>> + Send + 'static {
     futures::stream::unfold(
-        (listener, requests, Vec::new()),
-        move |(mut listener, requests, mut backlog)| {
-            let namespace = namespace.clone();
-            async move {
-                loop {
-                    if let Some(next) = backlog.pop() {
-                        return Some((next, (listener, requests, backlog)));
+        (listener, requests, namespace, Vec::new()),
+        |(mut listener, requests, namespace, mut backlog)| async move {
+            loop {
+                if let Some(next) = backlog.pop() {
+                    return Some((next, (listener, requests, namespace, backlog)));
+                }
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => {
+                        if let Some(found) = find(&requests, &namespace, notification.payload()) {
+                            return Some((found, (listener, requests, namespace, backlog)));
+                        }
                     }
-                    match listener.try_recv().await {
-                        Ok(Some(notification)) => {
-                            if let Some(found) = find(&requests, &namespace, notification.payload())
-                            {
-                                return Some((found, (listener, requests, backlog)));
-                            }
-                        }
-                        // The connection dropped; the next call reconnects and listens again.
-                        Ok(None) => {
-                            tracing::warn!(
-                                "lost the report-change listener; waking every unfinished request"
-                            );
-                            backlog = unfinished(&requests);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "report-change listener failed; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
+                    // The connection dropped; the next call reconnects and listens again.
+                    Ok(None) => {
+                        tracing::warn!(
+                            "lost the report-change listener; waking every unfinished request"
+                        );
+                        backlog = unfinished(&requests);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "report-change listener failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
             }

@@ -149,6 +149,23 @@ impl ReportType {
     pub fn supports(self, format: ReportFormat) -> bool {
         self.supported_formats().contains(&format)
     }
+
+    /// `Ok` when this type can be rendered as `format`; else the message the API and the
+    /// controller both give, naming the formats that would do.
+    pub fn check_format(self, format: ReportFormat) -> Result<(), String> {
+        if self.supports(format) {
+            return Ok(());
+        }
+        let supported: Vec<_> = self
+            .supported_formats()
+            .iter()
+            .map(|f| f.as_str())
+            .collect();
+        Err(format!(
+            "a {self} report cannot be rendered as {format}; supported formats: {}",
+            supported.join(", ")
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -184,5 +201,10 @@ mod tests {
         assert!(!ReportType::Profile.supports(ReportFormat::Csv));
         assert!(ReportType::Dataset.supports(ReportFormat::Json));
         assert!(!ReportType::Activity.supports(ReportFormat::Json));
+        assert_eq!(ReportType::Activity.check_format(ReportFormat::Pdf), Ok(()));
+        assert_eq!(
+            ReportType::Profile.check_format(ReportFormat::Csv),
+            Err("a profile report cannot be rendered as csv; supported formats: pdf".to_owned())
+        );
     }
 }

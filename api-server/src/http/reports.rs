@@ -90,17 +90,9 @@ impl ValidRequest {
             .parse()
             .map_err(|e| invalid("report_type", e))?;
         let format: ReportFormat = body.format.parse().map_err(|e| invalid("format", e))?;
-        if !report_type.supports(format) {
-            let supported: Vec<_> = report_type
-                .supported_formats()
-                .iter()
-                .map(|f| f.as_str())
-                .collect();
-            return Err(ApiError::UnprocessableEntity(format!(
-                "a {report_type} report cannot be rendered as {format}; supported formats: {}",
-                supported.join(", ")
-            )));
-        }
+        report_type
+            .check_format(format)
+            .map_err(ApiError::UnprocessableEntity)?;
         let parameters = ReportParameters::parse(report_type, &body.parameters)
             .map_err(|e| ApiError::UnprocessableEntity(e.to_string()))?
             .to_value();
