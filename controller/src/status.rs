@@ -277,6 +277,7 @@ mod tests {
             download_url: None,
             download_url_expires_at: None,
             output_deleted_at: None,
+            available_at: None,
         }
     }
 

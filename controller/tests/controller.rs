@@ -129,6 +129,7 @@ impl Harness {
                 lease_duration: 3,
                 renew_grace: 1,
             }),
+            rescue: None,
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(
@@ -381,7 +382,7 @@ async fn a_request_is_dispatched_once_and_its_status_follows_the_report() {
     // Hand it back (as on a worker's shutdown) and let the worker do it properly.
     settle().await;
     h.store
-        .release_report(report.id, "worker-1", Utc::now())
+        .release_report(report.id, "worker-1", Utc::now(), Utc::now())
         .await
         .expect("release");
     h.wait_for_phase(&name, Phase::Queued).await;

@@ -96,6 +96,9 @@ pub struct Report {
     /// When the output was deleted (the report's `ReportRequest` was deleted or expired);
     /// the report's record stays, its file is gone.
     pub output_deleted_at: Option<DateTime<Utc>>,
+    /// While `queued`: when its work message should be receivable (queued, or retried
+    /// after a delay). The rescuer re-dispatches a report still queued long after this.
+    pub available_at: Option<DateTime<Utc>>,
 }
 
 /// A report to create, in `pending` state.
@@ -160,6 +163,15 @@ pub struct StoredOutput {
     pub size: u64,
     /// SHA-256 of the bytes, hex.
     pub sha256: String,
+}
+
+/// How a failed attempt ends (see [`RecordStore::fail_attempt`](crate::store::RecordStore::fail_attempt)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptEnd {
+    /// Back to `queued`; the retry's message becomes receivable at this time.
+    RetryAt(DateTime<Utc>),
+    /// `failed` for good.
+    GiveUp,
 }
 
 /// What `cancel_report` did.

@@ -295,7 +295,13 @@ async fn a_replay_of_a_report_already_dispatched_does_not_touch_the_cluster() {
     let first = body(create_with_key(&app, &user, "k").await).await;
     let id: Uuid = first["id"].as_str().unwrap().parse().unwrap();
     // The controller dispatched it.
-    assert!(app.store.mark_queued(id, chrono::Utc::now()).await.unwrap());
+    assert!(
+        app.store
+            .mark_queued(id, chrono::Utc::now())
+            .await
+            .unwrap()
+            .is_some()
+    );
     kube.clear_requests();
 
     let replay = create_with_key(&app, &user, "k").await;

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::Result;
 use crate::model::{
-    Cancelled, Claim, Inserted, Lease, NewReport, NewUser, RefreshToken, Report, ReportCounts,
-    ReportFilter, StoredOutput, User, UserCredentials,
+    AttemptEnd, Cancelled, Claim, Inserted, Lease, NewReport, NewUser, RefreshToken, Report,
+    ReportCounts, ReportFilter, StoredOutput, User, UserCredentials,
 };
 
 pub mod postgres;
@@ -20,7 +20,7 @@ mod sql;
 pub mod sqlite;
 pub(crate) mod timestamp;
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, PoolSettings};
 pub use sqlite::SqliteStore;
 
 /// Users, refresh tokens and reports. See the module docs for the concurrency contract.
@@ -79,14 +79,37 @@ pub trait RecordStore: Send + Sync + 'static {
 
     // ---- reports: dispatch side --------------------------------------------------------
 
-    /// `pending` → `queued`. `false` if it was no longer pending (already claimed, cancelled).
-    async fn mark_queued(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
+    /// `pending` → `queued`, receivable from `now`. The report as it now is, or `None` if it
+    /// was no longer pending (already claimed, cancelled).
+    async fn mark_queued(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<Report>>;
     /// Reports still `pending` that were created before `created_before`, oldest first.
     async fn pending_reports(
         &self,
         created_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Report>>;
+
+    // ---- reports: rescue ----------------------------------------------------------------
+
+    /// Reports whose work message may be lost, oldest first: `running` under a lease that
+    /// expired before `stranded_before`, or `queued` with a message that should have been
+    /// receivable before it (see [`Report::available_at`]).
+    async fn stranded_reports(
+        &self,
+        stranded_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Report>>;
+    /// Takes a report that is still stranded (as [`RecordStore::stranded_reports`] means
+    /// it) out of its limbo: back to `queued`, receivable at once, or `failed` with
+    /// `give_up` as its error. The report as it now is, or `None` if it moved on meanwhile
+    /// (a worker claimed or finished it, another rescuer got there first).
+    async fn rescue_report(
+        &self,
+        id: Uuid,
+        stranded_before: DateTime<Utc>,
+        give_up: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Report>>;
 
     // ---- reports: worker side ----------------------------------------------------------
 
@@ -107,18 +130,26 @@ pub trait RecordStore: Send + Sync + 'static {
         output: &StoredOutput,
         now: DateTime<Utc>,
     ) -> Result<bool>;
-    /// Records a failed attempt under the caller's lease: back to `queued` for a retry, or
-    /// `failed` for good when `give_up`. `false` if the lease was lost or it was cancelled.
+    /// Records a failed attempt under the caller's lease: back to `queued` for a retry
+    /// whose message is receivable at the given time, or `failed` for good. `false` if the
+    /// lease was lost or it was cancelled.
     async fn fail_attempt(
         &self,
         id: Uuid,
         owner: &str,
         error: &str,
-        give_up: bool,
+        next: AttemptEnd,
         now: DateTime<Utc>,
     ) -> Result<bool>;
     /// Hands a running report back (`queued`, lease cleared, the claim's attempt given back)
     /// without counting a failure, e.g. on graceful shutdown, so rolling restarts never use
-    /// up a report's attempts. `false` if the caller did not hold it.
-    async fn release_report(&self, id: Uuid, owner: &str, now: DateTime<Utc>) -> Result<bool>;
+    /// up a report's attempts, nor do outages of the queue or storage. Its message is
+    /// receivable again at `available_at`. `false` if the caller did not hold it.
+    async fn release_report(
+        &self,
+        id: Uuid,
+        owner: &str,
+        now: DateTime<Utc>,
+        available_at: DateTime<Utc>,
+    ) -> Result<bool>;
 }

@@ -1,12 +1,33 @@
 //! [`RecordStore`](super::RecordStore) on Postgres, for production.
 
 use std::fmt;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::sql;
 use crate::Result;
+
+/// How the connection pool behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Largest number of connections (`QUIRE_DB_MAX_CONNECTIONS`).
+    pub max_connections: u32,
+    /// Longest a query waits for a connection (`QUIRE_DB_ACQUIRE_TIMEOUT`). During a
+    /// database outage every query fails after this long, so the API answers 503 within
+    /// it instead of hanging.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(2),
+        }
+    }
+}
 
 /// The record store on a Postgres connection pool. Cloning shares the pool.
 #[derive(Clone)]
@@ -16,15 +37,27 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host/db`).
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+    pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self> {
         let options: PgConnectOptions = url.parse()?;
-        Self::connect_with(options, max_connections).await
+        Self::connect_pool(options, settings).await
     }
 
-    /// Connects with explicit options; fails fast if the server cannot be reached.
+    /// Connects with explicit options and the default acquire timeout; fails fast if the
+    /// server cannot be reached.
     pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Result<Self> {
+        let settings = PoolSettings {
+            max_connections,
+            ..PoolSettings::default()
+        };
+        Self::connect_pool(options, settings).await
+    }
+
+    /// Connects with explicit options and pool settings; fails fast if the server cannot be
+    /// reached.
+    pub async fn connect_pool(options: PgConnectOptions, settings: PoolSettings) -> Result<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await?;
         Ok(Self { pool })

@@ -23,7 +23,7 @@ macro_rules! report_columns {
          error_message, created_at, queued_at, started_at, completed_at, failed_at, \
          cancelled_at, updated_at, lease_owner, lease_expires_at, idempotency_key, \
          request_fingerprint, output_key, output_file_path, output_size, output_checksum, \
-         download_url, download_url_expires_at, output_deleted_at"
+         download_url, download_url_expires_at, output_deleted_at, available_at"
     };
 }
 
@@ -103,8 +103,50 @@ pub(super) const CANCEL_REPORT: &str = concat!(
      RETURNING ",
     report_columns!()
 );
-pub(super) const MARK_QUEUED: &str = "UPDATE reports \
-     SET status = 'queued', queued_at = $2, updated_at = $2 WHERE id = $1 AND status = 'pending'";
+pub(super) const MARK_QUEUED: &str = concat!(
+    "UPDATE reports SET status = 'queued', queued_at = $2, available_at = $2, updated_at = $2 \
+     WHERE id = $1 AND status = 'pending' RETURNING ",
+    report_columns!()
+);
+/// The rescuer's condition (`$S`: the stranded-before time): `running` under a lease that
+/// expired before it, or `queued` with a message that should have been receivable before it.
+macro_rules! stranded {
+    ($s:literal) => {
+        concat!(
+            "((status = 'running' AND lease_expires_at < ",
+            $s,
+            ") OR (status = 'queued' AND available_at < ",
+            $s,
+            "))"
+        )
+    };
+}
+/// `$1` stranded-before, `$2` limit. Two index range scans (see the rescue migration).
+pub(super) const STRANDED_REPORTS: &str = concat!(
+    "SELECT ",
+    report_columns!(),
+    " FROM reports WHERE status = 'running' AND lease_expires_at < $1 \
+     UNION ALL SELECT ",
+    report_columns!(),
+    " FROM reports WHERE status = 'queued' AND available_at < $1 ORDER BY id LIMIT $2"
+);
+/// `$1` id, `$2` now, `$3` stranded-before: back to `queued`, receivable now.
+pub(super) const RESCUE_REQUEUE: &str = concat!(
+    "UPDATE reports SET status = 'queued', progress = 0, lease_owner = NULL, \
+     lease_expires_at = NULL, queued_at = $2, available_at = $2, updated_at = $2 \
+     WHERE id = $1 AND ",
+    stranded!("$3"),
+    " RETURNING ",
+    report_columns!()
+);
+/// `$1` id, `$2` now, `$3` stranded-before, `$4` error: `failed` for good.
+pub(super) const RESCUE_FAIL: &str = concat!(
+    "UPDATE reports SET status = 'failed', error_message = $4, failed_at = $2, \
+     updated_at = $2, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND ",
+    stranded!("$3"),
+    " RETURNING ",
+    report_columns!()
+);
 /// `$1` id, `$2` owner, `$3` lease expiry, `$4` now. `started_at` is the latest attempt's
 /// start; `error_message` keeps the previous attempt's error until this one ends.
 pub(super) const CLAIM_REPORT: &str = concat!(
@@ -124,14 +166,18 @@ pub(super) const COMPLETE_REPORT: &str = "UPDATE reports SET status = 'completed
      output_file_path = $5, output_size = $6, output_checksum = $7, error_message = NULL, \
      lease_owner = NULL, lease_expires_at = NULL \
      WHERE id = $1 AND status = 'running' AND lease_owner = $2";
+/// `$5`: when the retry's message becomes receivable.
 pub(super) const RETRY_ATTEMPT: &str = "UPDATE reports SET status = 'queued', \
      error_message = $3, progress = 0, updated_at = $4, lease_owner = NULL, \
-     lease_expires_at = NULL WHERE id = $1 AND status = 'running' AND lease_owner = $2";
+     lease_expires_at = NULL, available_at = $5 \
+     WHERE id = $1 AND status = 'running' AND lease_owner = $2";
 pub(super) const GIVE_UP_ATTEMPT: &str = "UPDATE reports SET status = 'failed', \
      error_message = $3, failed_at = $4, updated_at = $4, lease_owner = NULL, \
      lease_expires_at = NULL WHERE id = $1 AND status = 'running' AND lease_owner = $2";
+/// `$4`: when the handed-back report's message becomes receivable again.
 pub(super) const RELEASE_REPORT: &str = "UPDATE reports SET status = 'queued', progress = 0, \
-     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = $3, lease_owner = NULL, lease_expires_at = NULL \
+     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = $3, \
+     lease_owner = NULL, lease_expires_at = NULL, available_at = $4 \
      WHERE id = $1 AND status = 'running' AND lease_owner = $2";
 
 // ---- rows --------------------------------------------------------------------------------
@@ -227,6 +273,7 @@ pub(super) struct ReportRow {
     download_url: Option<String>,
     download_url_expires_at: Option<Timestamp>,
     output_deleted_at: Option<Timestamp>,
+    available_at: Option<Timestamp>,
 }
 
 impl ReportRow {
@@ -261,6 +308,7 @@ impl ReportRow {
             download_url: self.download_url,
             download_url_expires_at: time(self.download_url_expires_at),
             output_deleted_at: time(self.output_deleted_at),
+            available_at: time(self.available_at),
         })
     }
 }
@@ -331,8 +379,8 @@ macro_rules! impl_record_store {
 
             use $crate::ReportStatus;
             use $crate::model::{
-                Cancelled, Claim, Inserted, Lease, NewReport, NewUser, RefreshToken, Report,
-                ReportCounts, ReportFilter, StoredOutput, User, UserCredentials,
+                AttemptEnd, Cancelled, Claim, Inserted, Lease, NewReport, NewUser, RefreshToken,
+                Report, ReportCounts, ReportFilter, StoredOutput, User, UserCredentials,
             };
             use $crate::store::sql;
 
@@ -630,13 +678,54 @@ macro_rules! impl_record_store {
                 // ---- reports: dispatch side -----------------------------------------------------
 
                 #[tracing::instrument(skip_all, fields(report_id = %id))]
-                async fn mark_queued(&self, id: Uuid, now: DateTime<Utc>) -> $crate::Result<bool> {
-                    let done = sqlx::query(sql::MARK_QUEUED)
+                async fn mark_queued(
+                    &self,
+                    id: Uuid,
+                    now: DateTime<Utc>,
+                ) -> $crate::Result<Option<Report>> {
+                    let row: Option<sql::ReportRow> = sqlx::query_as(sql::MARK_QUEUED)
                         .bind(id)
                         .bind(sql::ts(now))
-                        .execute(&self.pool)
+                        .fetch_optional(&self.pool)
                         .await?;
-                    Ok(done.rows_affected() == 1)
+                    row.map(sql::ReportRow::into_report).transpose()
+                }
+
+                #[tracing::instrument(skip_all)]
+                async fn stranded_reports(
+                    &self,
+                    stranded_before: DateTime<Utc>,
+                    limit: u32,
+                ) -> $crate::Result<Vec<Report>> {
+                    let rows: Vec<sql::ReportRow> = sqlx::query_as(sql::STRANDED_REPORTS)
+                        .bind(sql::ts(stranded_before))
+                        .bind(sql::limit(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    sql::into_reports(rows)
+                }
+
+                #[tracing::instrument(skip_all, fields(report_id = %id))]
+                async fn rescue_report(
+                    &self,
+                    id: Uuid,
+                    stranded_before: DateTime<Utc>,
+                    give_up: Option<&str>,
+                    now: DateTime<Utc>,
+                ) -> $crate::Result<Option<Report>> {
+                    let query = match give_up {
+                        None => sqlx::query_as(sql::RESCUE_REQUEUE),
+                        Some(_) => sqlx::query_as(sql::RESCUE_FAIL),
+                    }
+                    .bind(id)
+                    .bind(sql::ts(now))
+                    .bind(sql::ts(stranded_before));
+                    let query = match give_up {
+                        Some(error) => query.bind(error),
+                        None => query,
+                    };
+                    let row: Option<sql::ReportRow> = query.fetch_optional(&self.pool).await?;
+                    row.map(sql::ReportRow::into_report).transpose()
                 }
 
                 #[tracing::instrument(skip_all)]
@@ -753,27 +842,28 @@ macro_rules! impl_record_store {
                     Ok(done.rows_affected() == 1)
                 }
 
-                #[tracing::instrument(skip_all, fields(report_id = %id, give_up = give_up))]
+                #[tracing::instrument(skip_all, fields(report_id = %id, next = ?next))]
                 async fn fail_attempt(
                     &self,
                     id: Uuid,
                     owner: &str,
                     error: &str,
-                    give_up: bool,
+                    next: AttemptEnd,
                     now: DateTime<Utc>,
                 ) -> $crate::Result<bool> {
-                    let statement = if give_up {
-                        sql::GIVE_UP_ATTEMPT
-                    } else {
-                        sql::RETRY_ATTEMPT
+                    let query = match next {
+                        AttemptEnd::GiveUp => sqlx::query(sql::GIVE_UP_ATTEMPT),
+                        AttemptEnd::RetryAt(_) => sqlx::query(sql::RETRY_ATTEMPT),
+                    }
+                    .bind(id)
+                    .bind(owner)
+                    .bind(error)
+                    .bind(sql::ts(now));
+                    let query = match next {
+                        AttemptEnd::RetryAt(at) => query.bind(sql::ts(at)),
+                        AttemptEnd::GiveUp => query,
                     };
-                    let done = sqlx::query(statement)
-                        .bind(id)
-                        .bind(owner)
-                        .bind(error)
-                        .bind(sql::ts(now))
-                        .execute(&self.pool)
-                        .await?;
+                    let done = query.execute(&self.pool).await?;
                     Ok(done.rows_affected() == 1)
                 }
 
@@ -783,11 +873,13 @@ macro_rules! impl_record_store {
                     id: Uuid,
                     owner: &str,
                     now: DateTime<Utc>,
+                    available_at: DateTime<Utc>,
                 ) -> $crate::Result<bool> {
                     let done = sqlx::query(sql::RELEASE_REPORT)
                         .bind(id)
                         .bind(owner)
                         .bind(sql::ts(now))
+                        .bind(sql::ts(available_at))
                         .execute(&self.pool)
                         .await?;
                     Ok(done.rows_affected() == 1)

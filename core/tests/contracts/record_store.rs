@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use quire_core::model::{
-    Cancelled, Claim, Inserted, Lease, NewReport, NewUser, RefreshToken, Report, ReportFilter,
-    StoredOutput, User,
+    AttemptEnd, Cancelled, Claim, Inserted, Lease, NewReport, NewUser, RefreshToken, Report,
+    ReportFilter, StoredOutput, User,
 };
 use quire_core::store::RecordStore;
 use quire_core::{Error, ReportFormat, ReportStatus, ReportType, Result};
@@ -48,6 +48,8 @@ crate::contract_suite! {
         pending_reports_lists_old_pending_reports_oldest_first,
         a_download_url_is_remembered_and_a_report_can_be_deleted,
         only_one_of_many_concurrent_claims_wins,
+        stranded_reports_are_expired_leases_and_queued_reports_long_past_their_delivery,
+        a_rescue_requeues_or_fails_only_a_report_that_is_still_stranded,
     ],
 }
 
@@ -296,7 +298,7 @@ async fn listing_pages_newest_first_with_a_cursor_and_a_status_filter(store: Sto
     let stranger = new_user(&store).await?;
     insert(&store, new_report(stranger.id, now())).await?;
     for id in [ids[1], ids[3]] {
-        assert!(store.mark_queued(id, now()).await?);
+        assert!(store.mark_queued(id, now()).await?.is_some());
     }
     let page = |status, before, limit| ReportFilter {
         status,
@@ -344,7 +346,7 @@ async fn counts_group_reports_by_type_and_status(store: Store) -> Result<()> {
     insert(&store, profile).await?;
     let activity = insert(&store, new_report(user.id, now())).await?;
     insert(&store, new_report(user.id, now())).await?;
-    assert!(store.mark_queued(activity.id, now()).await?);
+    assert!(store.mark_queued(activity.id, now()).await?.is_some());
     let stranger = new_user(&store).await?;
     insert(&store, new_report(stranger.id, now())).await?;
 
@@ -402,32 +404,32 @@ async fn reports_since_lists_the_users_recent_reports_oldest_first(store: Store)
 async fn mark_queued_only_moves_pending_reports(store: Store) -> Result<()> {
     let report = stored_report(&store).await?;
     let at = now();
-    assert!(store.mark_queued(report.id, at).await?);
+    assert!(store.mark_queued(report.id, at).await?.is_some());
     let queued = reload(&store, report.id).await?;
     assert_eq!(queued.status, ReportStatus::Queued);
     assert_eq!((queued.queued_at, queued.updated_at), (Some(at), at));
     assert!(
-        !store.mark_queued(report.id, now()).await?,
+        store.mark_queued(report.id, now()).await?.is_none(),
         "already queued"
     );
 
     let other = stored_report(&store).await?;
     claimed(&store, other.id, "w1", now()).await?;
     assert!(
-        !store.mark_queued(other.id, now()).await?,
+        store.mark_queued(other.id, now()).await?.is_none(),
         "a running report stays running"
     );
     assert_eq!(
         reload(&store, other.id).await?.status,
         ReportStatus::Running
     );
-    assert!(!store.mark_queued(Uuid::now_v7(), now()).await?);
+    assert!(store.mark_queued(Uuid::now_v7(), now()).await?.is_none());
     Ok(())
 }
 
 async fn claiming_a_queued_report_runs_it_and_counts_the_attempt(store: Store) -> Result<()> {
     let report = stored_report(&store).await?;
-    assert!(store.mark_queued(report.id, now()).await?);
+    assert!(store.mark_queued(report.id, now()).await?.is_some());
     let at = now();
     let expires = at + Duration::minutes(5);
     let Claim::Claimed(running) = store
@@ -581,12 +583,12 @@ async fn a_failed_attempt_is_queued_for_retry_or_given_up(store: Store) -> Resul
     claimed(&store, report.id, "w1", at).await?;
     assert!(
         !store
-            .fail_attempt(report.id, "w2", "not yours", false, at)
+            .fail_attempt(report.id, "w2", "not yours", AttemptEnd::RetryAt(at), at)
             .await?
     );
     assert!(
         store
-            .fail_attempt(report.id, "w1", "boom", false, at)
+            .fail_attempt(report.id, "w1", "boom", AttemptEnd::RetryAt(at), at)
             .await?
     );
     let retrying = reload(&store, report.id).await?;
@@ -603,7 +605,7 @@ async fn a_failed_attempt_is_queued_for_retry_or_given_up(store: Store) -> Resul
     let failed_at = at + Duration::seconds(20);
     assert!(
         store
-            .fail_attempt(report.id, "w2", "boom again", true, failed_at)
+            .fail_attempt(report.id, "w2", "boom again", AttemptEnd::GiveUp, failed_at)
             .await?
     );
     let failed = reload(&store, report.id).await?;
@@ -613,7 +615,7 @@ async fn a_failed_attempt_is_queued_for_retry_or_given_up(store: Store) -> Resul
     assert_eq!(failed.lease_owner, None);
     assert!(
         !store
-            .fail_attempt(report.id, "w2", "again", true, failed_at)
+            .fail_attempt(report.id, "w2", "again", AttemptEnd::GiveUp, failed_at)
             .await?
     );
     let claim = store
@@ -709,9 +711,13 @@ async fn releasing_a_report_queues_it_again_without_counting_a_failure(store: St
     let report = stored_report(&store).await?;
     let at = now();
     claimed(&store, report.id, "w1", at).await?;
-    assert!(!store.release_report(report.id, "w2", at).await?);
+    assert!(!store.release_report(report.id, "w2", at, at).await?);
     let released_at = at + Duration::seconds(3);
-    assert!(store.release_report(report.id, "w1", released_at).await?);
+    assert!(
+        store
+            .release_report(report.id, "w1", released_at, released_at)
+            .await?
+    );
     let released = reload(&store, report.id).await?;
     assert_eq!(released.status, ReportStatus::Queued);
     assert_eq!(
@@ -721,7 +727,9 @@ async fn releasing_a_report_queues_it_again_without_counting_a_failure(store: St
     assert_eq!(released.error_message, None);
     assert_eq!(released.updated_at, released_at);
     assert!(
-        !store.release_report(report.id, "w1", released_at).await?,
+        !store
+            .release_report(report.id, "w1", released_at, released_at)
+            .await?,
         "no longer held"
     );
 
@@ -737,7 +745,7 @@ async fn pending_reports_lists_old_pending_reports_oldest_first(store: Store) ->
     let oldest = insert(&store, new_report(user.id, t - Duration::hours(3))).await?;
     let older = insert(&store, new_report(user.id, t - Duration::hours(2))).await?;
     let queued = insert(&store, new_report(user.id, t - Duration::hours(4))).await?;
-    assert!(store.mark_queued(queued.id, t).await?);
+    assert!(store.mark_queued(queued.id, t).await?.is_some());
     insert(&store, new_report(user.id, t)).await?; // too recent
 
     let cutoff = t - Duration::hours(1);
@@ -775,7 +783,7 @@ async fn a_download_url_is_remembered_and_a_report_can_be_deleted(store: Store) 
 
 async fn only_one_of_many_concurrent_claims_wins(store: Store) -> Result<()> {
     let report = stored_report(&store).await?;
-    assert!(store.mark_queued(report.id, now()).await?);
+    assert!(store.mark_queued(report.id, now()).await?.is_some());
     let at = now();
     let claims = (0..8).map(|i| {
         let store = store.clone();
@@ -801,5 +809,125 @@ async fn only_one_of_many_concurrent_claims_wins(store: Store) -> Result<()> {
     let current = reload(&store, report.id).await?;
     assert_eq!(current.attempts, 1);
     assert_eq!(current.lease_owner.as_ref(), winners.iter().next());
+    Ok(())
+}
+
+async fn stranded_reports_are_expired_leases_and_queued_reports_long_past_their_delivery(
+    store: Store,
+) -> Result<()> {
+    let user = new_user(&store).await?;
+    let t = now();
+    // Running under a lease that expired at t + 5 min (claimed() leases for 5 minutes).
+    let expired = insert(&store, new_report(user.id, t)).await?;
+    claimed(&store, expired.id, "w1", t).await?;
+    // Queued at t: its message should have been receivable from t on.
+    let lost = insert(&store, new_report(user.id, t)).await?;
+    store.mark_queued(lost.id, t).await?.expect("pending");
+    // Retried with a delay: receivable only from t + 1 h, so not stranded before that.
+    let retrying = insert(&store, new_report(user.id, t)).await?;
+    claimed(&store, retrying.id, "w2", t).await?;
+    let retry_at = t + Duration::hours(1);
+    assert!(
+        store
+            .fail_attempt(retrying.id, "w2", "boom", AttemptEnd::RetryAt(retry_at), t)
+            .await?
+    );
+    // Pending and finished reports are never stranded.
+    insert(&store, new_report(user.id, t)).await?;
+    let done = insert(&store, new_report(user.id, t)).await?;
+    claimed(&store, done.id, "w3", t).await?;
+    assert!(
+        store
+            .complete_report(done.id, "w3", &output(&done), t)
+            .await?
+    );
+
+    let ids = |reports: Vec<Report>| reports.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.stranded_reports(t, 100).await?),
+        Vec::<Uuid>::new(),
+        "nothing is stranded before its time"
+    );
+    assert_eq!(
+        ids(store
+            .stranded_reports(t + Duration::minutes(1), 100)
+            .await?),
+        vec![lost.id],
+        "the queued report is stranded once its delivery time has passed; the lease is live"
+    );
+    assert_eq!(
+        ids(store
+            .stranded_reports(t + Duration::minutes(10), 100)
+            .await?),
+        vec![expired.id, lost.id],
+        "then the expired lease too, oldest first"
+    );
+    assert_eq!(
+        ids(store.stranded_reports(t + Duration::hours(2), 100).await?),
+        vec![expired.id, lost.id, retrying.id],
+        "a retry only once its delay is long past"
+    );
+    assert_eq!(
+        ids(store.stranded_reports(t + Duration::hours(2), 1).await?),
+        vec![expired.id],
+        "at most `limit`"
+    );
+    Ok(())
+}
+
+async fn a_rescue_requeues_or_fails_only_a_report_that_is_still_stranded(
+    store: Store,
+) -> Result<()> {
+    let user = new_user(&store).await?;
+    let t = now();
+    let later = t + Duration::minutes(10);
+    let report = insert(&store, new_report(user.id, t)).await?;
+    let running = claimed(&store, report.id, "w1", t).await?;
+    assert_eq!(running.attempts, 1);
+
+    assert_eq!(
+        store.rescue_report(report.id, t, None, t).await?,
+        None,
+        "a live lease is not stranded"
+    );
+    let requeued = store
+        .rescue_report(report.id, later, None, later)
+        .await?
+        .expect("an expired lease is rescued");
+    assert_eq!(requeued.status, ReportStatus::Queued);
+    assert_eq!(
+        (requeued.lease_owner.clone(), requeued.lease_expires_at),
+        (None, None)
+    );
+    assert_eq!(requeued.available_at, Some(later));
+    assert_eq!(
+        requeued.attempts, 1,
+        "the dead worker's attempt still counts"
+    );
+    assert!(
+        !store.renew_lease(report.id, &lease("w1", later)).await?,
+        "the dead worker's lease is gone"
+    );
+    assert_eq!(
+        store.rescue_report(report.id, later, None, later).await?,
+        None,
+        "requeued just now: not stranded again until its new delivery time is long past"
+    );
+
+    let much_later = later + Duration::minutes(10);
+    let failed = store
+        .rescue_report(report.id, much_later, Some("gave up"), much_later)
+        .await?
+        .expect("still queued past its delivery: stranded");
+    assert_eq!(failed.status, ReportStatus::Failed);
+    assert_eq!(failed.error_message.as_deref(), Some("gave up"));
+    assert_eq!(failed.failed_at, Some(much_later));
+    assert_eq!(
+        store
+            .rescue_report(report.id, much_later + Duration::hours(1), None, much_later)
+            .await?,
+        None,
+        "a finished report is never rescued"
+    );
     Ok(())
 }

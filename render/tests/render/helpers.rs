@@ -59,6 +59,7 @@ pub fn report(
         output_checksum: None,
         download_url: None,
         output_deleted_at: None,
+        available_at: None,
         download_url_expires_at: None,
     }
 }
