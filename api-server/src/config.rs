@@ -33,6 +33,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub db_max_connections: u32,
 
+    /// Longest a request waits for a database connection (`2s`, `500ms`): during an outage
+    /// requests that need the database answer 503 within this long.
+    #[arg(long, env = "QUIRE_DB_ACQUIRE_TIMEOUT", default_value = "2s",
+          value_parser = quire_core::duration::parse, global = true)]
+    pub db_acquire_timeout: Duration,
+
     /// Address to listen on.
     #[arg(long, env = "QUIRE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -79,6 +85,10 @@ pub struct Config {
     #[arg(long, env = "QUIRE_PENDING_SWEEP_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub pending_sweep_secs: u64,
+
+    /// Attempts, report age and the rescue of stranded reports (builtin orchestrator only).
+    #[command(flatten)]
+    pub rescue: quire_core::dispatch::RescueArgs,
 
     /// Do not apply database migrations at start.
     #[arg(long)]

@@ -11,7 +11,7 @@ use clap::Parser;
 use quire_api::{AppState, ReportRequests, app, serve};
 use quire_core::backends::{Backends, LocalLinks};
 use quire_core::dispatch::QueueDispatcher;
-use quire_core::store::{PgStore, RecordStore};
+use quire_core::store::{PgStore, PoolSettings, RecordStore};
 use quire_core::telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -78,7 +78,13 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     let sweep = report_requests.is_none().then(|| {
         let (dispatcher, shutdown) = (dispatcher.clone(), shutdown.clone());
         let every = Duration::from_secs(config.pending_sweep_secs);
-        tokio::spawn(async move { dispatcher.sweep_pending(every, every, shutdown).await })
+        let (policy, rescue_every) = (config.rescue.policy(), config.rescue.rescue_interval);
+        tokio::spawn(async move {
+            tokio::join!(
+                dispatcher.sweep_pending(every, every, shutdown.clone()),
+                dispatcher.rescue_stranded(policy, rescue_every, shutdown),
+            );
+        })
     });
 
     let mut state = AppState::new(api_config, records, dispatcher, storage, queue, local);
@@ -102,7 +108,7 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     if let Some(sweep) = sweep
         && let Err(e) = sweep.await
     {
-        tracing::warn!(error = %e, "the pending-report sweep ended abnormally");
+        tracing::warn!(error = %e, "the pending-report sweep or the rescuer ended abnormally");
     }
     store.pool().close().await;
     tracing::info!("api-server stopped");
@@ -126,7 +132,11 @@ async fn report_requests(namespace: Option<&str>) -> anyhow::Result<ReportReques
 
 async fn connect(config: &Config) -> anyhow::Result<Arc<PgStore>> {
     // The URL may contain a password: never part of an error message.
-    let store = PgStore::connect(config.database_url()?, config.db_max_connections)
+    let settings = PoolSettings {
+        max_connections: config.db_max_connections,
+        acquire_timeout: config.db_acquire_timeout,
+    };
+    let store = PgStore::connect(config.database_url()?, settings)
         .await
         .context("connecting to the database at DATABASE_URL")?;
     Ok(Arc::new(store))

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Args;
 use quire_api::{ApiConfig, AppState};
 use quire_core::derive_key;
-use quire_core::dispatch::QueueDispatcher;
+use quire_core::dispatch::{QueueDispatcher, RescuePolicy};
 use quire_core::queue::DatabaseQueue;
 use quire_core::storage::LocalStorage;
 use quire_core::store::SqliteStore;
@@ -149,9 +149,22 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
     });
     tasks.spawn(worker.run(shutdown.clone()));
     let sweep_stop = shutdown.clone();
+    let rescuer = dispatcher.clone();
     tasks.spawn(async move {
         dispatcher
             .sweep_pending(Duration::from_secs(10), Duration::from_secs(10), sweep_stop)
+            .await;
+    });
+    // The worker is in this process, but a crash of the whole process mid-render still
+    // leaves reports `running` under a lease nobody renews: rescued after the next start.
+    let rescue_stop = shutdown.clone();
+    tasks.spawn(async move {
+        rescuer
+            .rescue_stranded(
+                RescuePolicy::default(),
+                Duration::from_secs(30),
+                rescue_stop,
+            )
             .await;
     });
     Ok(Dev {

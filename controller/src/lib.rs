@@ -20,10 +20,12 @@ use kube::Api;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::watcher;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+use quire_core::dispatch::{QueueDispatcher, RescuePolicy};
 use quire_core::health::Dependencies;
 use quire_crds::ReportRequest;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 pub mod metrics;
 pub mod reconciler;
@@ -42,6 +44,26 @@ pub struct Settings {
     pub concurrency: u16,
     /// `None` runs without leader election (one replica only).
     pub leader_election: Option<LeaderElection>,
+    /// The rescue of stranded reports, run while this replica leads (`None`: not here).
+    pub rescue: Option<Rescue>,
+}
+
+/// The rescuer the Lease holder runs beside the controller: in cluster mode the controller
+/// dispatches, so it also re-dispatches what a lost message left stranded.
+#[derive(Clone)]
+pub struct Rescue {
+    pub dispatcher: Arc<QueueDispatcher>,
+    pub policy: RescuePolicy,
+    pub every: Duration,
+}
+
+impl std::fmt::Debug for Rescue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rescue")
+            .field("policy", &self.policy)
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The Lease replicas compete for.
@@ -142,6 +164,15 @@ async fn reconcile_until(
             .debounce(Duration::from_millis(200)),
     );
     let changes = wake::changes(listener, controller.store(), settings.namespace.clone());
+    let _rescue = settings.rescue.clone().map(|rescue| {
+        let stop = stop.clone();
+        AbortOnDropHandle::new(tokio::spawn(async move {
+            rescue
+                .dispatcher
+                .rescue_stranded(rescue.policy, rescue.every, stop)
+                .await;
+        }))
+    });
     controller
         .reconcile_on(changes)
         .graceful_shutdown_on(stop.cancelled_owned())

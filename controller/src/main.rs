@@ -11,11 +11,11 @@ use anyhow::Context as _;
 use clap::Parser;
 use clap::builder::BoolishValueParser;
 use kube::runtime::events::{Recorder, Reporter};
-use quire_controller::{Context, LeaderElection, Metrics, Settings, probes, run};
+use quire_controller::{Context, LeaderElection, Metrics, Rescue, Settings, probes, run};
 use quire_core::backends::{BackendArgs, Backends};
-use quire_core::dispatch::QueueDispatcher;
+use quire_core::dispatch::{QueueDispatcher, RescueArgs};
 use quire_core::health::Dependencies;
-use quire_core::store::{PgStore, RecordStore};
+use quire_core::store::{PgStore, PoolSettings, RecordStore};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,10 @@ struct Config {
     #[arg(long, env = "QUIRE_DB_MAX_CONNECTIONS", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
     db_max_connections: u32,
+    /// Longest a query waits for a database connection (`2s`, `500ms`).
+    #[arg(long, env = "QUIRE_DB_ACQUIRE_TIMEOUT", default_value = "2s",
+          value_parser = quire_core::duration::parse)]
+    db_acquire_timeout: Duration,
     /// Work queue and output storage (QUIRE_QUEUE, QUIRE_STORAGE, …).
     #[command(flatten)]
     backends: BackendArgs,
@@ -62,6 +66,9 @@ struct Config {
     #[arg(long, env = "QUIRE_RESYNC_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     resync_secs: u64,
+    /// Attempts, report age and the rescue of stranded reports (run by the Lease holder).
+    #[command(flatten)]
+    rescue: RescueArgs,
 }
 
 #[tokio::main]
@@ -79,7 +86,10 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let store = PgStore::connect(
         config.database_url.expose_secret(),
-        config.db_max_connections,
+        PoolSettings {
+            max_connections: config.db_max_connections,
+            acquire_timeout: config.db_acquire_timeout,
+        },
     )
     .await
     .context("connecting to the database at DATABASE_URL")?;
@@ -118,6 +128,11 @@ async fn main() -> anyhow::Result<()> {
         },
     );
     let dispatcher = Arc::new(QueueDispatcher::new(store.clone(), queue));
+    let rescue = Rescue {
+        dispatcher: dispatcher.clone(),
+        policy: config.rescue.policy(),
+        every: config.rescue.rescue_interval,
+    };
     let ctx = Arc::new(Context::new(
         client,
         store,
@@ -136,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
             lease_duration: config.lease_duration,
             renew_grace: (config.lease_duration / 3).max(1),
         }),
+        rescue: Some(rescue),
     };
     let outcome = run(ctx, pool.clone(), settings, shutdown.clone()).await;
     shutdown.cancel();

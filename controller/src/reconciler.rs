@@ -212,11 +212,8 @@ async fn apply(
         report = cancelled;
     }
     if report.status == ReportStatus::Pending {
-        ctx.dispatcher.dispatch(&report).await?;
+        report = ctx.dispatcher.dispatch(&report).await?;
         ctx.metrics.dispatched();
-        if let Some(current) = ctx.store.report(report.id).await? {
-            report = current;
-        }
     }
 
     let desired = status::reflect(rr, &report, now);

@@ -4,8 +4,8 @@
 //! - [`store::RecordStore`]: users, refresh tokens and reports (Postgres, SQLite).
 //! - [`queue::WorkQueue`]: work delivery (database queue, Amazon SQS).
 //! - [`storage::OutputStorage`]: rendered outputs (local directory, Amazon S3).
-//! - [`dispatch::Dispatcher`]: hands a stored report to the work queue (built-in; the
-//!   Kubernetes controller next).
+//! - [`dispatch::Dispatcher`]: hands a stored report to the work queue; the rescuer
+//!   dispatches again what a lost message left stranded.
 //!
 //! [`backends::BackendArgs`] is the one configuration of queue and storage every binary
 //! shares; [`aws`] loads the one AWS configuration its clients share.
@@ -13,6 +13,7 @@
 pub mod aws;
 pub mod backends;
 pub mod dispatch;
+pub mod duration;
 pub mod health;
 pub mod model;
 pub mod queue;

@@ -107,7 +107,7 @@ struct FailingDispatcher;
 
 #[async_trait::async_trait]
 impl Dispatcher for FailingDispatcher {
-    async fn dispatch(&self, _: &Report) -> quire_core::Result<()> {
+    async fn dispatch(&self, _: &Report) -> quire_core::Result<Report> {
         Err(quire_core::Error::Queue("the work queue is down".into()))
     }
 }
