@@ -189,6 +189,21 @@ impl OutputStorage for LocalStorage {
         Ok(tokio::fs::try_exists(self.path_of(key)?).await?)
     }
 
+    async fn stored(&self, key: &str) -> Result<Option<StoredOutput>> {
+        let path = self.path_of(key)?;
+        // Files only appear under their key by a rename of a complete copy.
+        match super::size_and_sha256(&path).await {
+            Ok((size, sha256)) => Ok(Some(StoredOutput {
+                key: key.to_owned(),
+                location: path.display().to_string(),
+                size,
+                sha256: hex::encode(sha256),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Storage(format!("reading {key}: {e}"))),
+        }
+    }
+
     async fn download_url(
         &self,
         key: &str,

@@ -41,6 +41,11 @@ pub trait OutputStorage: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<()>;
     /// True when an object is stored under `key`.
     async fn exists(&self, key: &str) -> Result<bool>;
+    /// The complete object stored under `key`, if there is one, with the size and SHA-256
+    /// recorded when it was stored. Objects only ever appear whole (a rename, a single
+    /// `PutObject`, a completed multipart upload), so a retry whose earlier attempt stored
+    /// the output and died before recording it adopts this instead of storing it again.
+    async fn stored(&self, key: &str) -> Result<Option<StoredOutput>>;
     /// A URL that downloads the object until `ttl` from now.
     async fn download_url(
         &self,
@@ -53,6 +58,26 @@ pub trait OutputStorage: Send + Sync + 'static {
     fn recognises_url(&self, url: &str) -> bool;
     /// Succeeds when the storage is reachable and writable.
     async fn ping(&self) -> Result<()>;
+}
+
+/// The file's size and SHA-256, read in 64 KiB chunks without blocking the runtime.
+pub(crate) async fn size_and_sha256(path: &Path) -> std::io::Result<(u64, Vec<u8>)> {
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncReadExt;
+
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hasher.finalize().to_vec()))
 }
 
 /// The storage key of a report's output: `{user_id}/{report_id}.{ext}`.

@@ -28,11 +28,9 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
 use chrono::DateTime;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use url::Url;
 
-use super::{DownloadUrl, ObjectMeta, OutputStorage};
+use super::{DownloadUrl, ObjectMeta, OutputStorage, size_and_sha256};
 use crate::model::StoredOutput;
 use crate::{Error, Result};
 
@@ -322,6 +320,39 @@ impl OutputStorage for S3Storage {
         }
     }
 
+    /// `HeadObject`: the object's `Content-Length` and its `sha256` metadata, which every
+    /// upload of ours carries. An object without it was not stored by Quire and is not
+    /// adopted.
+    #[tracing::instrument(skip_all, fields(key))]
+    async fn stored(&self, key: &str) -> Result<Option<StoredOutput>> {
+        let object_key = self.object_key(key)?;
+        let head = match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&object_key)
+            .send()
+            .await
+        {
+            Ok(head) => head,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => return Ok(None),
+            Err(e) => return Err(storage_error("looking up", &object_key, e)),
+        };
+        let sha256 = head
+            .metadata()
+            .and_then(|m| m.get("sha256"))
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        let (Some(sha256), Some(size)) = (sha256, head.content_length()) else {
+            return Ok(None);
+        };
+        Ok(Some(StoredOutput {
+            key: key.to_owned(),
+            location: format!("s3://{}/{object_key}", self.bucket),
+            size: u64::try_from(size).unwrap_or(0),
+            sha256: sha256.to_ascii_lowercase(),
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(key))]
     async fn download_url(
         &self,
@@ -401,23 +432,6 @@ where
         "{action} {object}: {}",
         DisplayErrorContext(&error)
     ))
-}
-
-/// The file's size and SHA-256, read in 64 KiB chunks.
-async fn size_and_sha256(path: &Path) -> std::io::Result<(u64, Vec<u8>)> {
-    let mut file = tokio::fs::File::open(path).await?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, hasher.finalize().to_vec()))
 }
 
 /// `attachment; filename="…"`, with an RFC 6266 `filename*` for names that are not plain

@@ -47,6 +47,9 @@ impl OutputStorage for Local {
     async fn exists(&self, key: &str) -> Result<bool> {
         self.0.exists(key).await
     }
+    async fn stored(&self, key: &str) -> Result<Option<quire_core::model::StoredOutput>> {
+        self.0.stored(key).await
+    }
     async fn download_url(
         &self,
         key: &str,
@@ -242,6 +245,9 @@ impl OutputStorage for S3 {
     async fn exists(&self, key: &str) -> Result<bool> {
         self.storage.exists(key).await
     }
+    async fn stored(&self, key: &str) -> Result<Option<quire_core::model::StoredOutput>> {
+        self.storage.stored(key).await
+    }
     async fn download_url(
         &self,
         key: &str,
@@ -329,6 +335,7 @@ crate::contract_suite! {
         a_large_file_is_stored_intact,
         a_key_that_could_escape_is_refused,
         links_are_recognised_only_when_they_point_here,
+        a_stored_object_is_found_whole_with_the_size_and_checksum_it_was_stored_with,
     ],
 }
 
@@ -484,5 +491,25 @@ async fn links_are_recognised_only_when_they_point_here(storage: Storage) -> Res
         .await?;
     assert!(storage.recognises_url(&link.url));
     assert!(!storage.recognises_url("http://elsewhere.example/files/a/b.csv"));
+    Ok(())
+}
+
+async fn a_stored_object_is_found_whole_with_the_size_and_checksum_it_was_stored_with(
+    storage: Storage,
+) -> Result<()> {
+    let key = key();
+    assert_eq!(storage.stored(&key).await?, None, "nothing stored yet");
+    // Large enough for S3Storage's multipart upload: the checksum must be the whole file's.
+    let bytes: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let (_dir, path) = file_with(&bytes);
+    let put = storage.put_file(&key, &path, &meta()).await?;
+    let found = storage
+        .stored(&key)
+        .await?
+        .expect("the stored object is found");
+    assert_eq!(found, put, "what a later attempt adopts is what was stored");
+    assert_eq!(found.sha256, hex::encode(Sha256::digest(&bytes)));
+    storage.delete(&key).await?;
+    assert_eq!(storage.stored(&key).await?, None, "gone once deleted");
     Ok(())
 }
