@@ -18,12 +18,56 @@
 //! Emulators serve buckets under the path (`http://host:port/bucket/key`) rather than as a
 //! host name (`bucket.host`), so [`s3_client`] can force path-style addressing.
 
+//!
+//! Every call is bounded ([`AwsTimeouts`]): a black-holed endpoint (connections accepted,
+//! never answered) costs a request or a worker slot seconds, never forever. SQS long polls
+//! stretch the bounds by the length of the poll (see [`crate::queue::SqsQueue`]).
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
-/// Loads the AWS configuration from the standard chain (see the module docs). Call once per
-/// process and build every client from the result.
+/// Bounds on every AWS call (`QUIRE_AWS_CONNECT_TIMEOUT`, `QUIRE_AWS_READ_TIMEOUT`,
+/// `QUIRE_AWS_OPERATION_TIMEOUT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AwsTimeouts {
+    /// Opening a connection (TCP and TLS).
+    pub connect: Duration,
+    /// From sending a request to the first byte of its answer, per attempt.
+    pub read: Duration,
+    /// A whole call, retries included.
+    pub operation: Duration,
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(3),
+            read: Duration::from_secs(20),
+            operation: Duration::from_secs(45),
+        }
+    }
+}
+
+/// Loads the AWS configuration from the standard chain (see the module docs) with the
+/// default [`AwsTimeouts`]. Call once per process and build every client from the result.
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    load_sdk_config_with(AwsTimeouts::default()).await
+}
+
+/// [`load_sdk_config`] with the given bounds on every call.
+pub async fn load_sdk_config_with(timeouts: AwsTimeouts) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
+                .read_timeout(timeouts.read)
+                .operation_timeout(timeouts.operation)
+                .build(),
+        )
+        .load()
+        .await
 }
 
 /// An SQS client on `config`.

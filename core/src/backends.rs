@@ -10,6 +10,7 @@
 //! | `QUIRE_DATA_DIR` | where `local` storage keeps outputs (under `outputs/`) |
 //! | `QUIRE_S3_BUCKET`, `QUIRE_S3_PREFIX` | where `s3` storage keeps outputs |
 //! | `QUIRE_S3_FORCE_PATH_STYLE` | address the bucket in the path, as emulators need |
+//! | `QUIRE_AWS_CONNECT_TIMEOUT`, `QUIRE_AWS_READ_TIMEOUT`, `QUIRE_AWS_OPERATION_TIMEOUT` | bounds on every AWS call ([`crate::aws::AwsTimeouts`]) |
 //!
 //! AWS itself (region, credentials, `AWS_ENDPOINT_URL`) is configured the standard way, see
 //! [`crate::aws`]. Building the backends makes no network call, so a binary starts while SQS
@@ -17,6 +18,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use clap::builder::BoolishValueParser;
@@ -81,6 +83,22 @@ pub struct BackendArgs {
           action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub s3_force_path_style: bool,
+
+    /// Longest wait to open a connection to SQS or S3 (e.g. `3s`).
+    #[arg(long, env = "QUIRE_AWS_CONNECT_TIMEOUT", default_value = "3s",
+          value_parser = crate::duration::parse)]
+    pub aws_connect_timeout: Duration,
+
+    /// Longest wait for the first byte of an SQS or S3 answer, per attempt (long polls get
+    /// their poll's length on top).
+    #[arg(long, env = "QUIRE_AWS_READ_TIMEOUT", default_value = "20s",
+          value_parser = crate::duration::parse)]
+    pub aws_read_timeout: Duration,
+
+    /// Longest an SQS or S3 call may take, retries included.
+    #[arg(long, env = "QUIRE_AWS_OPERATION_TIMEOUT", default_value = "45s",
+          value_parser = crate::duration::parse)]
+    pub aws_operation_timeout: Duration,
 }
 
 /// How links to locally stored files are made; only the API server signs them.
@@ -117,6 +135,15 @@ impl BackendArgs {
         Ok(())
     }
 
+    /// The bounds on every AWS call.
+    pub fn aws_timeouts(&self) -> crate::aws::AwsTimeouts {
+        crate::aws::AwsTimeouts {
+            connect: self.aws_connect_timeout,
+            read: self.aws_read_timeout,
+            operation: self.aws_operation_timeout,
+        }
+    }
+
     /// Builds the queue and storage. `pool` carries the database queue; `links` signs local
     /// download links (`None` in binaries that never hand out links: a random key is used).
     /// The AWS configuration is loaded only when an AWS backend is chosen.
@@ -127,7 +154,7 @@ impl BackendArgs {
     ) -> anyhow::Result<Backends> {
         self.validate()?;
         let aws = if self.queue == QueueBackend::Sqs || self.storage == StorageBackend::S3 {
-            Some(crate::aws::load_sdk_config().await)
+            Some(crate::aws::load_sdk_config_with(self.aws_timeouts()).await)
         } else {
             None
         };

@@ -119,8 +119,10 @@ impl ValidRequest {
     }
 }
 
-/// `POST /reports`: stores the report and dispatches it. Answers 202 even when dispatch
-/// fails: the report stays `pending` and the dispatcher's sweep sends it later.
+/// `POST /reports`: stores the report and dispatches it. Once the row is committed the
+/// answer is 202, whatever the queue does: when dispatch fails or takes longer than
+/// [`DISPATCH_BUDGET`] the report is answered `pending` and the sweep (or the rescuer)
+/// sends it later.
 ///
 /// In cluster mode the report is registered as a `ReportRequest` instead and stays
 /// `pending` until the controller dispatches it. Row and resource are one step: when the
@@ -194,21 +196,31 @@ async fn create_report(
     Ok(response)
 }
 
-/// Dispatches a new report and returns it as it now stands (`queued` on success).
+/// How long `POST /reports` waits for a new report's work message to be sent before it
+/// answers `pending` anyway: the send goes on in the background, and if it fails the
+/// sweep sends it later. A slow or black-holed queue never holds the client.
+const DISPATCH_BUDGET: Duration = Duration::from_secs(1);
+
+/// Dispatches a new report and returns it as it now stands (`queued` on success, `pending`
+/// when the queue failed or was too slow). Never fails: the row is committed, so the report
+/// will be processed and the client must hear 202.
 async fn dispatch(state: &AppState, report: Report) -> Report {
-    if let Err(e) = state.dispatcher().dispatch(&report).await {
-        tracing::warn!(
-            report_id = %report.id,
-            error = %e,
-            "dispatch failed; the report stays pending for the sweep"
-        );
-        return report;
-    }
-    match state.store().report(report.id).await {
-        Ok(Some(current)) => current,
-        Ok(None) => report,
-        Err(e) => {
-            tracing::warn!(report_id = %report.id, error = %e, "could not re-read a dispatched report");
+    let dispatcher = state.dispatcher().clone();
+    let pending = report.clone();
+    // Its own task, so neither the budget nor a client hanging up cuts a send short.
+    let send = tokio::spawn(async move { dispatcher.dispatch(&pending).await });
+    match tokio::time::timeout(DISPATCH_BUDGET, send).await {
+        Ok(Ok(Ok(current))) => current,
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(report_id = %report.id, error = %e, "dispatch failed; the report stays pending for the sweep");
+            report
+        }
+        Ok(Err(e)) => {
+            tracing::error!(report_id = %report.id, error = %e, "the dispatch task failed; the report stays pending for the sweep");
+            report
+        }
+        Err(_) => {
+            tracing::warn!(report_id = %report.id, budget = ?DISPATCH_BUDGET, "the queue is slow; answering pending while the send goes on");
             report
         }
     }

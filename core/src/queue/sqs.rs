@@ -5,7 +5,7 @@
 //! | trait | SQS |
 //! | --- | --- |
 //! | `send(body, delay)` | `SendMessage`, `DelaySeconds` = `delay` rounded up, at most 900 s |
-//! | `receive(max, wait, visibility)` | `ReceiveMessage`: at most 10 messages, long poll of `wait` rounded to whole seconds (20 s per request; longer waits poll again until `wait` has passed or a message arrived), `VisibilityTimeout` = `visibility` rounded up, at most 12 h |
+//! | `receive(max, wait, visibility)` | `ReceiveMessage`: at most 10 messages, long poll of `wait` rounded to whole seconds (20 s per request; longer waits poll again until `wait` has passed or a message arrived), `VisibilityTimeout` = `visibility` rounded up, at most 12 h; the client's read and operation timeouts are stretched by the poll's length for this call |
 //! | `extend` / `retry_later` | `ChangeMessageVisibility` (rounded up, at most 12 h) |
 //! | `ack` | `DeleteMessage` |
 //! | `dead_letter` | `SendMessage` of the body to the dead-letter queue, with the reason in the `quire.dead-letter-reason` message attribute, then `DeleteMessage` |
@@ -73,6 +73,28 @@ const MOVE_GRACE: Duration = Duration::from_secs(60);
 const MAX_REASON_LEN: usize = 4096;
 /// Longest body excerpt logged when a message is dropped for want of a dead-letter queue.
 const MAX_LOGGED_BODY_LEN: usize = 1024;
+
+/// The client's timeouts stretched for a long poll of `seconds`: the answer's first byte
+/// may come that late, so the read and operation timeouts get that much more. Without
+/// configured timeouts there is nothing to stretch.
+fn long_poll_timeouts(client: &Client, seconds: i32) -> aws_sdk_sqs::config::Builder {
+    use aws_sdk_sqs::config::timeout::TimeoutConfig;
+    let poll = Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+    let configured = client.config().timeout_config().cloned();
+    let mut timeouts = TimeoutConfig::builder();
+    if let Some(configured) = configured {
+        if let Some(read) = configured.read_timeout() {
+            timeouts = timeouts.read_timeout(read + poll);
+        }
+        if let Some(attempt) = configured.operation_attempt_timeout() {
+            timeouts = timeouts.operation_attempt_timeout(attempt + poll);
+        }
+        if let Some(operation) = configured.operation_timeout() {
+            timeouts = timeouts.operation_timeout(operation + poll);
+        }
+    }
+    aws_sdk_sqs::config::Builder::default().timeout_config(timeouts.build())
+}
 
 /// The work queue on an SQS queue; see the module docs. Cloning shares the client and the
 /// bodies kept for dead-lettering.
@@ -264,6 +286,8 @@ impl WorkQueue for SqsQueue {
                 .wait_time_seconds(poll)
                 .visibility_timeout(visibility)
                 .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .customize()
+                .config_override(long_poll_timeouts(&self.client, poll))
                 .send()
                 .await
                 .map_err(|e| queue_error("receiving messages", e))?;
