@@ -83,7 +83,7 @@ fn write_csv(data: &ActivityData, out: &Path, progress: &Progress) -> Result<(),
                 r.error_message.as_deref().unwrap_or(""),
             ])?;
             if index % 256 == 0 {
-                phase.report(index as u64, total);
+                phase.report(index as u64, total)?;
             }
         }
         let mut buffered = csv
@@ -156,7 +156,7 @@ fn write_pdf(data: &ActivityData, out: &Path, progress: &Progress) -> Result<(),
         &mut w,
         &status_bars(|s| data.reports.iter().filter(|r| r.status == s).count() as i64),
     );
-    layout.report(1, 10);
+    layout.report(1, 10)?;
 
     w.heading("Reports", 40.0);
     let rows: Vec<[String; 8]> = data.reports.iter().map(table_cells).collect();
@@ -166,7 +166,7 @@ fn write_pdf(data: &ActivityData, out: &Path, progress: &Progress) -> Result<(),
     for (index, cells) in rows.iter().enumerate() {
         table.draw_row(&mut w, cells, Font::Regular);
         if index % 128 == 0 {
-            layout.report(1 + 9 * index as u64 / total.max(1), 10);
+            layout.report(1 + 9 * index as u64 / total.max(1), 10)?;
         }
     }
     table.finish(&mut w);

@@ -48,7 +48,7 @@ fn write_csv(data: &Dataset, out: &Path, phase: &Phase<'_>) -> Result<(), Render
                     padded(row, data.columns.len()).map(|v| cell_text(v).into_owned()),
                 )?;
                 if index % PROGRESS_EVERY == 0 {
-                    phase.report(index as u64, data.rows.len() as u64);
+                    phase.report(index as u64, data.rows.len() as u64)?;
                 }
             }
         }
@@ -90,7 +90,7 @@ fn write_json(data: &Dataset, out: &Path, phase: &Phase<'_>) -> Result<(), Rende
             }
             w.write_all(b"}")?;
             if index % PROGRESS_EVERY == 0 {
-                phase.report(index as u64, data.rows.len() as u64);
+                phase.report(index as u64, data.rows.len() as u64)?;
             }
         }
         w.write_all(if data.rows.is_empty() {
@@ -241,7 +241,7 @@ fn write_pdf(data: &Dataset, out: &Path, phase: &Phase<'_>) -> Result<(), Render
             }));
             table.draw_row(&mut w, &cells, Font::Regular);
             if index % PROGRESS_EVERY == 0 {
-                layout.report((g * data.rows.len() + index) as u64, work);
+                layout.report((g * data.rows.len() + index) as u64, work)?;
             }
         }
         table.finish(&mut w);

@@ -40,6 +40,10 @@ pub enum RenderError {
     /// The PDF could not be produced.
     #[error("producing the PDF failed: {0}")]
     Pdf(String),
+    /// The worker stopped the render (the report was cancelled, its lease lost, or the
+    /// worker is shutting down).
+    #[error("the render was stopped")]
+    Cancelled,
 }
 
 fn describe_configured(configured: &[String]) -> String {
@@ -62,7 +66,8 @@ impl RenderError {
             | Self::TooLarge { .. }
             | Self::BadData(_)
             | Self::UnsupportedFormat { .. }
-            | Self::Pdf(_) => false,
+            | Self::Pdf(_)
+            | Self::Cancelled => false,
         }
     }
 
@@ -75,6 +80,7 @@ impl RenderError {
             Self::UpstreamStatus(_) => "upstream_status",
             Self::BadData(_) => "bad_data",
             Self::UnsupportedFormat { .. } => "unsupported_format",
+            Self::Cancelled => "cancelled",
             Self::Io(_) => "io",
             Self::Pdf(_) => "pdf",
         }

@@ -120,7 +120,7 @@ async fn download(
             return Err(RenderError::TooLarge { limit });
         }
         body.extend_from_slice(&chunk);
-        phase.report(body.len() as u64, expected);
+        phase.report(body.len() as u64, expected)?;
     }
     Ok(body)
 }
@@ -347,7 +347,7 @@ fn extract_rows(
                 .collect(),
         );
         if index % 256 == 0 {
-            phase.report(index as u64, objects.len() as u64);
+            phase.report(index as u64, objects.len() as u64)?;
         }
     }
     Ok((columns, rows, truncated))
