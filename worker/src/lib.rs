@@ -39,8 +39,11 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     /// How often progress is written while rendering, when it changed.
     pub progress_interval: Duration,
-    /// Attempts before a report is `failed` for good.
+    /// Attempts before a report is `failed` for good. Only render and data errors spend
+    /// one (and a worker dying mid-render); outages of the queue or storage do not.
     pub max_attempts: u32,
+    /// Age past which a report that keeps being postponed by outages fails.
+    pub max_age: Duration,
     /// Delay before the first retry; doubles with every further attempt.
     pub backoff_base: Duration,
     /// Ceiling of the retry delay.
@@ -60,6 +63,7 @@ impl Default for WorkerConfig {
             heartbeat: Duration::from_secs(15),
             progress_interval: Duration::from_millis(500),
             max_attempts: 5,
+            max_age: Duration::from_secs(24 * 60 * 60),
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(300),
             poll_wait: Duration::from_secs(20),

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use quire_core::backends::{BackendArgs, Backends};
-use quire_core::store::PgStore;
+use quire_core::dispatch::AttemptArgs;
+use quire_core::store::{PgStore, PoolSettings};
 use quire_render::DataSources;
 use quire_worker::{Worker, WorkerConfig};
 use secrecy::{ExposeSecret, SecretString};
@@ -32,10 +33,9 @@ struct Config {
     #[arg(long, env = "QUIRE_WORKER_CONCURRENCY",
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     concurrency: Option<u64>,
-    /// Attempts before a report fails for good.
-    #[arg(long, env = "QUIRE_MAX_ATTEMPTS", default_value_t = 5,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    max_attempts: u32,
+    /// Attempts before a report fails for good, and the oldest a report may get.
+    #[command(flatten)]
+    attempts: AttemptArgs,
     /// Seconds a claim lasts without a heartbeat (lease and message visibility timeout;
     /// 5 to 43200, SQS's longest).
     #[arg(long, env = "QUIRE_VISIBILITY_TIMEOUT", default_value_t = 60,
@@ -51,6 +51,10 @@ struct Config {
     #[arg(long, env = "QUIRE_DB_MAX_CONNECTIONS", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
     db_max_connections: u32,
+    /// Longest a query waits for a database connection (`2s`, `500ms`).
+    #[arg(long, env = "QUIRE_DB_ACQUIRE_TIMEOUT", default_value = "2s",
+          value_parser = quire_core::duration::parse)]
+    db_acquire_timeout: Duration,
 }
 
 #[tokio::main]
@@ -60,7 +64,10 @@ async fn main() -> anyhow::Result<()> {
     config.backends.validate()?;
     let store = PgStore::connect(
         config.database_url.expose_secret(),
-        config.db_max_connections,
+        PoolSettings {
+            max_connections: config.db_max_connections,
+            acquire_timeout: config.db_acquire_timeout,
+        },
     )
     .await
     .context("connecting to the database at DATABASE_URL")?;
@@ -78,7 +85,8 @@ async fn main() -> anyhow::Result<()> {
         concurrency: config
             .concurrency
             .map_or(defaults.concurrency, |c| usize::try_from(c).unwrap_or(1024)),
-        max_attempts: config.max_attempts,
+        max_attempts: config.attempts.max_attempts,
+        max_age: config.attempts.max_report_age,
         lease: Duration::from_secs(config.visibility_timeout),
         heartbeat: Duration::from_secs((config.visibility_timeout / 4).max(1)),
         shutdown_grace: Duration::from_secs(config.shutdown_grace),

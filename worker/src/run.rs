@@ -1,11 +1,12 @@
 //! One delivery from receipt to outcome ([`Worker::process`]) and the loop around it
 //! ([`Worker::run`]).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use quire_core::model::{Claim, Lease, Report};
+use quire_core::model::{AttemptEnd, Claim, Lease, Report, StoredOutput};
 use quire_core::queue::{Delivery, Receipt};
 use quire_core::storage::{output_key, output_meta};
 use quire_core::{ReportStatus, WorkMessage};
@@ -18,7 +19,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Worker;
-use crate::render::{RenderFailure, render_report};
+use crate::render::{FailureKind, RenderFailure, RenderJob};
 
 /// What became of one delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +41,32 @@ pub enum Outcome {
     LeaseLost,
     /// Shutdown: the report was handed back and its message made visible again.
     Released,
+    /// The queue, storage or database failed (not the report): it was handed back without
+    /// spending an attempt and is retried after `delay`.
+    Postponed { delay: Duration },
     /// The message can never succeed (unparseable, unknown report); moved aside.
     Poison { reason: String },
+}
+
+/// How long a stopped render may take to notice; renders check between rows and pages, so
+/// this is only ever reached by a render stuck in a single long step.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+/// How often a render with no progress to write checks that its report is still its own.
+const LEASE_CHECK: Duration = Duration::from_secs(1);
+
+/// Stops a render and waits until its CPU work has ended, so the slot it frees is really
+/// free.
+async fn stop(
+    progress: &Progress,
+    stopping: &CancellationToken,
+    mut render: tokio::task::JoinHandle<Result<PathBuf, RenderFailure>>,
+) {
+    progress.cancel();
+    stopping.cancel();
+    if tokio::time::timeout(STOP_WAIT, &mut render).await.is_err() {
+        tracing::warn!(wait = ?STOP_WAIT, "the render did not stop in time; abandoning it");
+        render.abort();
+    }
 }
 
 impl Worker {
@@ -107,95 +132,196 @@ impl Worker {
                 );
                 return self.give_up(&report, &lease.owner, receipt, &error, true).await;
             }
-            self.execute(report, lease, receipt, hard_stop).await
+            self.execute(report, lease, delivery, hard_stop).await
         }
         .instrument(span)
         .await
     }
 
-    /// Renders a claimed report while a heartbeat keeps the lease, then records the outcome.
+    /// Renders a claimed report while a heartbeat keeps the lease, stores it and records
+    /// the outcome. An output an earlier attempt stored (it died before recording it) is
+    /// adopted instead of rendered and stored again, so a report is written once.
     async fn execute(
         &self,
         report: Report,
         lease: Lease,
-        receipt: &Receipt,
+        delivery: &Delivery,
         hard_stop: &CancellationToken,
     ) -> quire_core::Result<Outcome> {
         let owner = lease.owner.clone();
         let progress = Progress::new();
         let lost = CancellationToken::new();
-        let workdir = tempfile::tempdir()?;
         let heartbeat = self.heartbeat(
             report.id,
             owner.clone(),
-            receipt.clone(),
+            delivery.receipt.clone(),
             progress.clone(),
             lost.clone(),
         );
         // Aborted when this function returns by any path (`?` included): an orphaned
         // heartbeat would keep the lease alive and the report `running` forever.
-        let heartbeat = AbortOnDropHandle::new(tokio::spawn(heartbeat.in_current_span()));
+        let _heartbeat = AbortOnDropHandle::new(tokio::spawn(heartbeat.in_current_span()));
 
-        let rendered = tokio::select! {
-            result = render_report(self, &report, workdir.path(), &progress) => Some(result),
-            _ = lost.cancelled() => None,
-            _ = hard_stop.cancelled() => {
-                heartbeat.abort();
-                return self.release(&report, &owner, receipt).await;
-            }
-        };
-
-        let outcome = match rendered {
-            None => self.lease_lost(&report, receipt).await,
-            Some(Ok(path)) => {
-                let key = output_key(&report);
-                // Checked right before writing, so a worker that lost the report does not
-                // overwrite the output of the one that took over.
-                let renewed = Lease {
-                    owner: owner.clone(),
-                    expires_at: Utc::now() + self.lease_chrono(),
-                };
-                if !self.store.renew_lease(report.id, &renewed).await? {
-                    self.lease_lost(&report, receipt).await
-                } else {
-                    let stored = self
-                        .storage
-                        .put_file(&key, &path, &output_meta(&report))
-                        .await;
-                    match stored {
-                        Ok(stored) => {
-                            if self
-                                .store
-                                .complete_report(report.id, &owner, &stored, Utc::now())
-                                .await?
-                            {
-                                self.queue.ack(receipt).await?;
-                                tracing::info!(size = stored.size, "report completed");
-                                Ok(Outcome::Completed)
-                            } else {
-                                self.lease_lost(&report, receipt).await
-                            }
-                        }
-                        Err(e) => {
-                            self.fail(
-                                &report,
-                                &owner,
-                                receipt,
-                                &format!("storing the output failed: {e}"),
-                                true,
-                            )
-                            .await
-                        }
-                    }
-                }
-            }
-            Some(Err(RenderFailure { message, retryable })) => {
-                self.fail(&report, &owner, receipt, &message, retryable)
+        let key = output_key(&report);
+        match self.storage.stored(&key).await {
+            Ok(Some(stored)) => {
+                tracing::info!(
+                    size = stored.size,
+                    "adopting the output an earlier attempt stored"
+                );
+                self.record(&report, &owner, &delivery.receipt, stored)
                     .await
             }
+            Ok(None) => {
+                self.render_and_store(&report, &owner, &key, delivery, &progress, &lost, hard_stop)
+                    .await
+            }
+            Err(e) => {
+                let error = format!("looking for an earlier output failed: {e}");
+                self.postpone(&report, &owner, delivery, &error).await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn render_and_store(
+        &self,
+        report: &Report,
+        owner: &str,
+        key: &str,
+        delivery: &Delivery,
+        progress: &Progress,
+        lost: &CancellationToken,
+        hard_stop: &CancellationToken,
+    ) -> quire_core::Result<Outcome> {
+        let receipt = &delivery.receipt;
+        let workdir = tempfile::tempdir()?;
+        let stopping = CancellationToken::new();
+        let job = RenderJob {
+            store: self.store.clone(),
+            http: self.http.clone(),
+            sources: self.sources.clone(),
+            report: report.clone(),
+            dir: workdir.path().to_owned(),
+            progress: progress.clone(),
+            stop: stopping.clone(),
         };
-        heartbeat.abort();
-        outcome
+        let mut render = tokio::spawn(job.run().in_current_span());
+        let rendered = tokio::select! {
+            result = &mut render => result.unwrap_or_else(|e| Err(RenderFailure {
+                message: format!("the renderer crashed: {e}"),
+                kind: FailureKind::Permanent,
+            })),
+            _ = lost.cancelled() => {
+                stop(progress, &stopping, render).await;
+                return self.lease_lost(report, receipt).await;
+            }
+            _ = hard_stop.cancelled() => {
+                stop(progress, &stopping, render).await;
+                return self.release(report, owner, receipt).await;
+            }
+        };
+        let path = match rendered {
+            Ok(path) => path,
+            Err(RenderFailure { message, kind }) => {
+                return match kind {
+                    FailureKind::Permanent => {
+                        self.fail(report, owner, delivery, &message, false).await
+                    }
+                    FailureKind::Retryable => {
+                        self.fail(report, owner, delivery, &message, true).await
+                    }
+                    FailureKind::Unavailable => {
+                        self.postpone(report, owner, delivery, &message).await
+                    }
+                    FailureKind::Stopped => self.lease_lost(report, receipt).await,
+                };
+            }
+        };
+
+        // Checked right before writing, so a worker that lost the report does not
+        // overwrite the output of the one that took over.
+        let renewed = Lease {
+            owner: owner.to_owned(),
+            expires_at: Utc::now() + self.lease_chrono(),
+        };
+        if !self.store.renew_lease(report.id, &renewed).await? {
+            return self.lease_lost(report, receipt).await;
+        }
+        match self
+            .storage
+            .put_file(key, &path, &output_meta(report))
+            .await
+        {
+            Ok(stored) => self.record(report, owner, receipt, stored).await,
+            Err(e) => {
+                let error = format!("storing the output failed: {e}");
+                self.postpone(report, owner, delivery, &error).await
+            }
+        }
+    }
+
+    /// Records a stored output as the report's completion, then deletes the message.
+    async fn record(
+        &self,
+        report: &Report,
+        owner: &str,
+        receipt: &Receipt,
+        stored: StoredOutput,
+    ) -> quire_core::Result<Outcome> {
+        if !self
+            .store
+            .complete_report(report.id, owner, &stored, Utc::now())
+            .await?
+        {
+            return self.lease_lost(report, receipt).await;
+        }
+        self.queue.ack(receipt).await?;
+        tracing::info!(size = stored.size, "report completed");
+        Ok(Outcome::Completed)
+    }
+
+    /// One of Quire's own dependencies (storage, the database, the queue) failed, not the
+    /// report: hands the report back without spending an attempt and tries again after a
+    /// backoff that grows with every delivery. Only a report older than the configured
+    /// maximum age fails, so an outage ends every report eventually, one way or the other.
+    async fn postpone(
+        &self,
+        report: &Report,
+        owner: &str,
+        delivery: &Delivery,
+        error: &str,
+    ) -> quire_core::Result<Outcome> {
+        let now = Utc::now();
+        let age = (now - report.created_at).to_std().unwrap_or_default();
+        if age > self.config.max_age {
+            let error = format!(
+                "gave up: not finished within {}; last error: {error}",
+                quire_core::duration::display(self.config.max_age)
+            );
+            return self
+                .give_up(report, owner, &delivery.receipt, &error, false)
+                .await;
+        }
+        let delay = self.backoff(delivery.receive_count.max(1));
+        let retry_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+        if !self
+            .store
+            .release_report(report.id, owner, now, retry_at)
+            .await?
+        {
+            return self.lease_lost(report, &delivery.receipt).await;
+        }
+        tracing::warn!(
+            error,
+            ?delay,
+            "a dependency is unavailable; the report is handed back without spending an attempt"
+        );
+        // If the queue is down too, the message comes back after its visibility timeout.
+        if let Err(e) = self.queue.retry_later(&delivery.receipt, delay).await {
+            tracing::warn!(error = %e, "could not delay the message; it returns after its visibility timeout");
+        }
+        Ok(Outcome::Postponed { delay })
     }
 
     /// The report slipped out of this worker's hands mid-render: cancelled by its owner
@@ -227,10 +353,11 @@ impl Worker {
         &self,
         report: &Report,
         owner: &str,
-        receipt: &Receipt,
+        delivery: &Delivery,
         error: &str,
         retryable: bool,
     ) -> quire_core::Result<Outcome> {
+        let receipt = &delivery.receipt;
         let attempts = u32::try_from(report.attempts).unwrap_or(u32::MAX);
         if !retryable {
             return self.give_up(report, owner, receipt, error, false).await;
@@ -238,14 +365,16 @@ impl Worker {
         if attempts >= self.config.max_attempts {
             return self.give_up(report, owner, receipt, error, true).await;
         }
+        let delay = self.backoff(attempts);
+        let now = Utc::now();
+        let retry_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
         if !self
             .store
-            .fail_attempt(report.id, owner, error, false, Utc::now())
+            .fail_attempt(report.id, owner, error, AttemptEnd::RetryAt(retry_at), now)
             .await?
         {
             return self.lease_lost(report, receipt).await;
         }
-        let delay = self.backoff(attempts);
         tracing::warn!(error, ?delay, "attempt failed; will retry");
         self.queue.retry_later(receipt, delay).await?;
         Ok(Outcome::Retrying { delay })
@@ -265,7 +394,7 @@ impl Worker {
     ) -> quire_core::Result<Outcome> {
         if !self
             .store
-            .fail_attempt(report.id, owner, error, true, Utc::now())
+            .fail_attempt(report.id, owner, error, AttemptEnd::GiveUp, Utc::now())
             .await?
         {
             return self.lease_lost(report, receipt).await;
@@ -289,8 +418,9 @@ impl Worker {
         owner: &str,
         receipt: &Receipt,
     ) -> quire_core::Result<Outcome> {
+        let now = Utc::now();
         self.store
-            .release_report(report.id, owner, Utc::now())
+            .release_report(report.id, owner, now, now)
             .await?;
         self.queue.retry_later(receipt, Duration::ZERO).await?;
         tracing::info!("shutting down; report handed back to the queue");
@@ -321,25 +451,33 @@ impl Worker {
             let mut written = 0u8;
             let mut ticker = tokio::time::interval(config.progress_interval);
             let mut last_renewal = tokio::time::Instant::now();
+            let mut last_check = last_renewal;
+            let renewal = || Lease {
+                owner: owner.clone(),
+                expires_at: Utc::now() + lease,
+            };
             loop {
                 ticker.tick().await;
                 let held = if last_renewal.elapsed() >= config.heartbeat {
                     last_renewal = tokio::time::Instant::now();
-                    let renewed = Lease {
-                        owner: owner.clone(),
-                        expires_at: Utc::now() + lease,
-                    };
+                    last_check = last_renewal;
                     if let Err(e) = queue.extend(&receipt, config.lease).await {
                         tracing::warn!(error = %e, "could not extend the message's visibility");
                     }
-                    store.renew_lease(report_id, &renewed).await
+                    store.renew_lease(report_id, &renewal()).await
+                } else if progress.get() != written {
+                    written = progress.get();
+                    last_check = tokio::time::Instant::now();
+                    store
+                        .set_progress(report_id, &owner, i32::from(written))
+                        .await
+                } else if last_check.elapsed() >= LEASE_CHECK {
+                    // No progress to write: still ask whether the report is ours (a cancel
+                    // clears the lease), so a cancel stops the render within about a second.
+                    last_check = tokio::time::Instant::now();
+                    store.renew_lease(report_id, &renewal()).await
                 } else {
-                    let now = progress.get();
-                    if now == written {
-                        continue;
-                    }
-                    written = now;
-                    store.set_progress(report_id, &owner, i32::from(now)).await
+                    continue;
                 };
                 match held {
                     Ok(true) => {}
@@ -362,6 +500,32 @@ impl Worker {
         chrono::Duration::from_std(self.config.lease).expect("the lease duration fits in chrono")
     }
 
+    /// Shutdown came during a receive: lets it finish (its long poll is bounded) and makes
+    /// whatever it took visible again at once, for another worker to start now rather than
+    /// after the visibility timeout.
+    async fn hand_back(
+        self: Arc<Self>,
+        receive: tokio::task::JoinHandle<quire_core::Result<Vec<Delivery>>>,
+    ) {
+        let Ok(Ok(deliveries)) = receive.await else {
+            return;
+        };
+        for delivery in deliveries {
+            match self
+                .queue
+                .retry_later(&delivery.receipt, Duration::ZERO)
+                .await
+            {
+                Ok(()) => tracing::info!(
+                    "shutting down; a message received but not started was handed back"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not hand a received message back; it returns after its visibility timeout")
+                }
+            }
+        }
+    }
+
     /// Receives and processes messages until `shutdown` fires, at most `concurrency` at once.
     ///
     /// On shutdown it stops receiving and gives in-flight renders `shutdown_grace` to finish;
@@ -373,6 +537,7 @@ impl Worker {
         let mut tasks = JoinSet::new();
         tracing::info!(worker_id = %self.config.worker_id, concurrency = self.config.concurrency, "worker started");
         let mut failures = 0u32;
+        let mut interrupted = None;
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -380,9 +545,19 @@ impl Worker {
             };
             // Take as many messages as there are free slots (the one we hold included).
             let free = 1 + slots.available_permits();
+            // Its own task: dropped mid-poll at shutdown, a receive could take messages that
+            // nobody starts and that stay hidden for a whole visibility timeout.
+            let mut receive = {
+                let (queue, wait, lease) =
+                    (self.queue.clone(), self.config.poll_wait, self.config.lease);
+                tokio::spawn(async move { queue.receive(free, wait, lease).await })
+            };
             let received = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = self.queue.receive(free, self.config.poll_wait, self.config.lease) => r,
+                _ = shutdown.cancelled() => {
+                    interrupted = Some(receive);
+                    break;
+                }
+                r = &mut receive => r.unwrap_or_else(|e| Err(quire_core::Error::Queue(format!("the receive task failed: {e}")))),
             };
             let deliveries = match received {
                 Ok(d) => {
@@ -420,6 +595,9 @@ impl Worker {
             while tasks.try_join_next().is_some() {}
         }
 
+        if let Some(receive) = interrupted {
+            tasks.spawn(self.clone().hand_back(receive));
+        }
         while tasks.try_join_next().is_some() {}
         tracing::info!(in_flight = tasks.len(), grace = ?self.config.shutdown_grace, "worker stopping");
         let drained = tokio::time::timeout(self.config.shutdown_grace, async {
