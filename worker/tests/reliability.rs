@@ -1,0 +1,771 @@
+//! Every accepted report finishes exactly once, and the API tells the truth, while workers
+//! die and Postgres, SQS or S3 go away.
+//!
+//! Postgres, SQS and S3 are real: the test command's Postgres and AWS emulator, a fresh
+//! database, queue (with its dead-letter queue) and versioned bucket per test. Outages are
+//! staged by a [`FaultProxy`] between the code under test and the service (a stopped server:
+//! `Refuse`; a black-holed network: `BlackHole`); a worker "killed" mid-step is its task
+//! aborted at that point, so it records nothing more, as a SIGKILL would leave it.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is the failure report
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+use chrono::Utc;
+use quire_api::{ApiConfig, AppState, app, serve};
+use quire_core::aws::AwsTimeouts;
+use quire_core::dispatch::{Dispatcher, QueueDispatcher, RescuePolicy, Rescued};
+use quire_core::model::{Claim, Inserted, Lease, NewReport, NewUser, Report, StoredOutput};
+use quire_core::queue::{DatabaseQueue, Delivery, SqsQueue, WorkQueue};
+use quire_core::storage::{DownloadUrl, LocalStorage, ObjectMeta, OutputStorage, S3Storage};
+use quire_core::store::{PgStore, PoolSettings, RecordStore};
+use quire_core::{ReportFormat, ReportStatus, ReportType};
+use quire_render::DataSources;
+use quire_testing::proxy::{FaultProxy, Mode};
+use quire_worker::{Outcome, Worker, WorkerConfig};
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Longest any API answer may take during an outage.
+const OUTAGE_ANSWER_BOUND: Duration = Duration::from_secs(3);
+
+// ---- the world of one test ---------------------------------------------------------------
+
+struct Aws {
+    queue: Arc<SqsQueue>,
+    dead_letter_url: String,
+    storage: Arc<S3Storage>,
+    bucket: String,
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
+}
+
+/// A fresh queue (with its dead-letter queue) and a fresh, versioned bucket, so that every
+/// upload of an object leaves a version to count.
+async fn aws() -> Aws {
+    let (queue, _) = quire_testing::aws::fresh_queue().await;
+    let dead_letter_url = queue.dead_letter_queue_url().await.unwrap().unwrap();
+    let storage = quire_testing::aws::fresh_bucket().await;
+    let bucket = storage.bucket().to_owned();
+    let config = quire_testing::aws::sdk_config().await;
+    let s3 = quire_core::aws::s3_client(&config, true);
+    s3.put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    Aws {
+        queue: Arc::new(queue),
+        dead_letter_url,
+        storage: Arc::new(storage),
+        bucket,
+        sqs: quire_core::aws::sqs_client(&config),
+        s3,
+    }
+}
+
+impl Aws {
+    /// Every stored version of every object in the bucket.
+    async fn object_versions(&self) -> Vec<String> {
+        let listed = self
+            .s3
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .unwrap();
+        listed
+            .versions()
+            .iter()
+            .map(|v| format!("{}@{}", v.key().unwrap_or(""), v.version_id().unwrap_or("")))
+            .collect()
+    }
+
+    async fn dead_letters(&self) -> usize {
+        let received = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.dead_letter_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        received.messages().len()
+    }
+
+    /// This test's SQS queue and S3 bucket, through `endpoint` (a proxy), with short
+    /// timeouts.
+    async fn via(&self, endpoint: &str, timeouts: AwsTimeouts) -> (Arc<SqsQueue>, Arc<S3Storage>) {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(timeouts.connect)
+                    .read_timeout(timeouts.read)
+                    .operation_timeout(timeouts.operation)
+                    .build(),
+            )
+            .load()
+            .await;
+        let queue = SqsQueue::new(
+            quire_core::aws::sqs_client(&config),
+            self.queue.queue_url().to_owned(),
+        )
+        .with_dead_letter_queue(self.dead_letter_url.clone());
+        let storage = S3Storage::new(
+            quire_core::aws::s3_client(&config, true),
+            self.bucket.clone(),
+            Some("outputs".to_owned()),
+        );
+        (Arc::new(queue), Arc::new(storage))
+    }
+}
+
+fn short_timeouts() -> AwsTimeouts {
+    AwsTimeouts {
+        connect: Duration::from_millis(500),
+        read: Duration::from_secs(1),
+        operation: Duration::from_secs(2),
+    }
+}
+
+async fn new_user(store: &dyn RecordStore) -> Uuid {
+    let id = Uuid::now_v7();
+    store
+        .create_user(NewUser {
+            id,
+            email: format!("{}@example.com", id.simple()),
+            password_hash: "$2b$04$unused".into(),
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    id
+}
+
+async fn new_report(store: &dyn RecordStore, user_id: Uuid) -> Report {
+    let inserted = store
+        .insert_report(NewReport {
+            id: Uuid::now_v7(),
+            user_id,
+            report_type: ReportType::Profile,
+            format: ReportFormat::Pdf,
+            parameters: json!({}),
+            idempotency_key: None,
+            request_fingerprint: None,
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let Inserted::Created(report) = inserted else {
+        panic!("a new report")
+    };
+    report
+}
+
+fn worker(
+    store: Arc<dyn RecordStore>,
+    queue: Arc<dyn WorkQueue>,
+    storage: Arc<dyn OutputStorage>,
+    lease: Duration,
+) -> Arc<Worker> {
+    Arc::new(Worker::new(
+        store,
+        queue,
+        storage,
+        Arc::new(DataSources::empty()),
+        WorkerConfig {
+            concurrency: 2,
+            lease,
+            heartbeat: lease / 4,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(1),
+            poll_wait: Duration::from_secs(1),
+            ..WorkerConfig::default()
+        },
+    ))
+}
+
+/// Receives the next message, waiting up to `within`.
+async fn next_delivery(queue: &dyn WorkQueue, visibility: Duration, within: Duration) -> Delivery {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut received = queue
+            .receive(1, Duration::from_secs(1), visibility)
+            .await
+            .unwrap();
+        if let Some(delivery) = received.pop() {
+            return delivery;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no message arrived within {within:?}"
+        );
+    }
+}
+
+async fn status(store: &dyn RecordStore, id: Uuid) -> Report {
+    store.report(id).await.unwrap().unwrap()
+}
+
+// ---- a worker killed between upload and record --------------------------------------------
+
+/// S3 as a worker killed right after its upload saw it: the upload happens, then the
+/// worker is gone (its `put_file` never returns, and the test aborts the task).
+struct DiesAfterUpload {
+    inner: Arc<S3Storage>,
+    uploaded: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+#[async_trait]
+impl OutputStorage for DiesAfterUpload {
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        meta: &ObjectMeta,
+    ) -> quire_core::Result<StoredOutput> {
+        self.inner.put_file(key, path, meta).await?;
+        if let Some(uploaded) = self.uploaded.lock().unwrap().take() {
+            let _ = uploaded.send(());
+        }
+        std::future::pending().await
+    }
+    async fn delete(&self, key: &str) -> quire_core::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> quire_core::Result<bool> {
+        self.inner.exists(key).await
+    }
+    async fn stored(&self, key: &str) -> quire_core::Result<Option<StoredOutput>> {
+        self.inner.stored(key).await
+    }
+    async fn download_url(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        ttl: Duration,
+    ) -> quire_core::Result<DownloadUrl> {
+        self.inner.download_url(key, meta, ttl).await
+    }
+    fn recognises_url(&self, url: &str) -> bool {
+        self.inner.recognises_url(url)
+    }
+    async fn ping(&self) -> quire_core::Result<()> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_worker_killed_between_upload_and_record_leaves_one_object_version_and_one_completion() {
+    let store = quire_testing::fresh_postgres().await;
+    let aws = aws().await;
+    let records: Arc<dyn RecordStore> = store.clone();
+    let user = new_user(&*records).await;
+    let report = new_report(&*records, user).await;
+    QueueDispatcher::new(records.clone(), aws.queue.clone())
+        .dispatch(&report)
+        .await
+        .unwrap();
+
+    // Worker A renders and uploads, and dies before recording the completion.
+    let lease = Duration::from_secs(2);
+    let (uploaded, died) = tokio::sync::oneshot::channel();
+    let doomed = Arc::new(DiesAfterUpload {
+        inner: aws.storage.clone(),
+        uploaded: Mutex::new(Some(uploaded)),
+    });
+    let a = worker(records.clone(), aws.queue.clone(), doomed, lease);
+    let delivery = next_delivery(&*aws.queue, lease, Duration::from_secs(10)).await;
+    let killed = tokio::spawn(async move { a.process(&delivery, &CancellationToken::new()).await });
+    tokio::time::timeout(Duration::from_secs(30), died)
+        .await
+        .expect("worker A uploads")
+        .unwrap();
+    killed.abort();
+    let left = status(&*records, report.id).await;
+    assert_eq!(left.status, ReportStatus::Running, "A recorded nothing");
+    assert_eq!(aws.object_versions().await.len(), 1, "A's upload is stored");
+
+    // Its message comes back after the visibility timeout; worker B takes over once A's
+    // lease has expired, finds the output stored and records it instead of rendering and
+    // uploading it again.
+    let b = worker(
+        records.clone(),
+        aws.queue.clone(),
+        aws.storage.clone(),
+        Duration::from_secs(30),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let outcome = loop {
+        let delivery = next_delivery(
+            &*aws.queue,
+            Duration::from_secs(30),
+            Duration::from_secs(10),
+        )
+        .await;
+        match b.process(&delivery, &CancellationToken::new()).await {
+            Outcome::Deferred => assert!(Instant::now() < deadline, "A's lease never expired"),
+            outcome => break outcome,
+        }
+    };
+    assert_eq!(outcome, Outcome::Completed);
+    let done = status(&*records, report.id).await;
+    assert_eq!(done.status, ReportStatus::Completed);
+    assert_eq!(done.attempts, 2);
+    let versions = aws.object_versions().await;
+    assert_eq!(
+        versions.len(),
+        1,
+        "the output was written once: {versions:?}"
+    );
+    let stored = aws
+        .storage
+        .stored(done.output_key.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        done.output_checksum.as_deref(),
+        Some(stored.sha256.as_str())
+    );
+    assert_eq!(done.output_size, Some(i64::try_from(stored.size).unwrap()));
+}
+
+// ---- a message dead-lettered while its report runs ---------------------------------------
+
+#[tokio::test]
+async fn a_report_whose_message_was_dead_lettered_while_it_ran_is_rescued_and_completes() {
+    let store = quire_testing::fresh_postgres().await;
+    let aws = aws().await;
+    let records: Arc<dyn RecordStore> = store.clone();
+    let user = new_user(&*records).await;
+    let report = new_report(&*records, user).await;
+    let dispatcher = QueueDispatcher::new(records.clone(), aws.queue.clone());
+    dispatcher.dispatch(&report).await.unwrap();
+
+    // A worker takes the message, claims the report and dies; after enough such receives
+    // the redrive policy moves the message to the dead-letter queue, as done here.
+    let delivery = next_delivery(
+        &*aws.queue,
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+    )
+    .await;
+    let lease = Lease {
+        owner: "killed-worker".into(),
+        expires_at: Utc::now() + chrono::Duration::seconds(1),
+    };
+    assert!(matches!(
+        records
+            .claim_report(report.id, &lease, Utc::now())
+            .await
+            .unwrap(),
+        Claim::Claimed(_)
+    ));
+    aws.queue
+        .dead_letter(&delivery.receipt, "maxReceiveCount exceeded")
+        .await
+        .unwrap();
+    assert!(
+        aws.queue
+            .receive(10, Duration::from_secs(1), Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing will ever deliver this report again"
+    );
+
+    // The rescuer finds it once its lease is long enough expired and dispatches it again.
+    let policy = RescuePolicy {
+        after: Duration::from_secs(1),
+        ..RescuePolicy::default()
+    };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        dispatcher.rescue_once(&policy).await.unwrap(),
+        Rescued {
+            requeued: 1,
+            failed: 0
+        }
+    );
+    let w = worker(
+        records.clone(),
+        aws.queue.clone(),
+        aws.storage.clone(),
+        Duration::from_secs(30),
+    );
+    let delivery = next_delivery(
+        &*aws.queue,
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        w.process(&delivery, &CancellationToken::new()).await,
+        Outcome::Completed
+    );
+    let done = status(&*records, report.id).await;
+    assert_eq!(done.status, ReportStatus::Completed);
+    assert_eq!(done.attempts, 2, "the dead worker's attempt counts");
+    assert_eq!(
+        aws.dead_letters().await,
+        1,
+        "the old message stays where it was put"
+    );
+}
+
+// ---- outages don't spend attempts --------------------------------------------------------
+
+#[tokio::test]
+async fn an_s3_outage_postpones_a_report_without_spending_an_attempt() {
+    let store = quire_testing::fresh_postgres().await;
+    let aws = aws().await;
+    let records: Arc<dyn RecordStore> = store.clone();
+    let (proxy, endpoint) = FaultProxy::to_url(&quire_testing::aws::aws_endpoint()).await;
+    let (_, storage) = aws.via(&endpoint, short_timeouts()).await;
+    let user = new_user(&*records).await;
+    let report = new_report(&*records, user).await;
+    QueueDispatcher::new(records.clone(), aws.queue.clone())
+        .dispatch(&report)
+        .await
+        .unwrap();
+    let w = worker(
+        records.clone(),
+        aws.queue.clone(),
+        storage,
+        Duration::from_secs(30),
+    );
+
+    for mode in [Mode::Refuse, Mode::BlackHole] {
+        proxy.set(mode);
+        let delivery = next_delivery(
+            &*aws.queue,
+            Duration::from_secs(30),
+            Duration::from_secs(10),
+        )
+        .await;
+        let started = Instant::now();
+        let outcome = w.process(&delivery, &CancellationToken::new()).await;
+        assert!(
+            matches!(outcome, Outcome::Postponed { .. }),
+            "{mode:?}: {outcome:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{mode:?}: the outage held the worker for {:?}",
+            started.elapsed()
+        );
+        let postponed = status(&*records, report.id).await;
+        assert_eq!(postponed.status, ReportStatus::Queued, "{mode:?}");
+        assert_eq!(
+            postponed.attempts, 0,
+            "{mode:?}: an outage spends no attempt"
+        );
+    }
+
+    proxy.set(Mode::Pass);
+    let delivery = next_delivery(
+        &*aws.queue,
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        w.process(&delivery, &CancellationToken::new()).await,
+        Outcome::Completed
+    );
+    let done = status(&*records, report.id).await;
+    assert_eq!(done.status, ReportStatus::Completed);
+    assert_eq!(done.attempts, 1);
+}
+
+// ---- clean shutdown of receives ------------------------------------------------------------
+
+#[tokio::test]
+async fn a_message_received_as_the_worker_stops_is_visible_again_at_once() {
+    let store = quire_testing::fresh_postgres().await;
+    let aws = aws().await;
+    let records: Arc<dyn RecordStore> = store.clone();
+    let user = new_user(&*records).await;
+    let report = new_report(&*records, user).await;
+    // A long visibility timeout: a message the worker took and dropped would stay hidden.
+    let w = Arc::new(Worker::new(
+        records.clone(),
+        aws.queue.clone(),
+        aws.storage.clone(),
+        Arc::new(DataSources::empty()),
+        WorkerConfig {
+            lease: Duration::from_secs(300),
+            poll_wait: Duration::from_secs(5),
+            ..WorkerConfig::default()
+        },
+    ));
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(w.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await; // in its long poll now
+
+    shutdown.cancel();
+    QueueDispatcher::new(records.clone(), aws.queue.clone())
+        .dispatch(&report)
+        .await
+        .unwrap(); // arrives while the interrupted poll is still open
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the worker stops")
+        .unwrap();
+
+    let delivery =
+        next_delivery(&*aws.queue, Duration::from_secs(30), Duration::from_secs(3)).await;
+    assert!(delivery.body.contains(&report.id.to_string()));
+    assert_eq!(
+        status(&*records, report.id).await.status,
+        ReportStatus::Queued,
+        "never started"
+    );
+}
+
+// ---- the API during outages ----------------------------------------------------------------
+
+/// An API server on `store`, dispatching to `queue`, storing locally; with the sweep of
+/// pending reports every 300 ms. Returns its base URL.
+async fn api(
+    store: Arc<dyn RecordStore>,
+    queue: Arc<dyn WorkQueue>,
+    shutdown: CancellationToken,
+) -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let local = Arc::new(
+        LocalStorage::new(
+            dir.path().join("outputs"),
+            format!("{base}/").parse().unwrap(),
+            vec![7; 32],
+        )
+        .unwrap(),
+    );
+    let dispatcher = Arc::new(QueueDispatcher::new(store.clone(), queue.clone()));
+    {
+        let (dispatcher, shutdown) = (dispatcher.clone(), shutdown.clone());
+        let every = Duration::from_millis(300);
+        tokio::spawn(async move { dispatcher.sweep_pending(every, every, shutdown).await });
+    }
+    let mut config = ApiConfig::new(SecretString::from("reliability-secret-reliability-secret"));
+    config.bcrypt_cost = 4;
+    let state = AppState::new(config, store, dispatcher, local.clone(), queue, Some(local));
+    tokio::spawn(serve(listener, app(state), async move {
+        shutdown.cancelled().await
+    }));
+    (base, dir)
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+async fn access_token(http: &reqwest::Client, base: &str) -> String {
+    let credentials = json!({
+        "email": format!("{}@example.com", Uuid::new_v4().simple()),
+        "password": "correct horse battery staple",
+    });
+    let created = http
+        .post(format!("{base}/auth/signup"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let tokens: Value = http
+        .post(format!("{base}/auth/signin"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Sends a request, returning its status, JSON body, `Retry-After` and how long it took.
+async fn timed(request: reqwest::RequestBuilder) -> (StatusCode, Value, Option<String>, Duration) {
+    let started = Instant::now();
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body, retry_after, started.elapsed())
+}
+
+#[tokio::test]
+async fn during_a_database_outage_the_api_answers_503_quickly_and_then_recovers() {
+    let direct = quire_testing::fresh_postgres().await;
+    let database = direct
+        .pool()
+        .connect_options()
+        .get_database()
+        .unwrap()
+        .to_owned();
+    let server: PgConnectOptions = quire_testing::database_url().parse().unwrap();
+    let upstream = tokio::net::lookup_host((server.get_host(), server.get_port()))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = FaultProxy::to(upstream).await;
+    let options = server
+        .host("127.0.0.1")
+        .port(proxy.addr().port())
+        .database(&database);
+    let store = Arc::new(
+        PgStore::connect_pool(
+            options,
+            PoolSettings {
+                max_connections: 5,
+                acquire_timeout: Duration::from_secs(2),
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let queue = Arc::new(DatabaseQueue::postgres(store.pool().clone()));
+    let shutdown = CancellationToken::new();
+    let (base, _dir) = api(store, queue, shutdown.clone()).await;
+    let http = http();
+    let token = access_token(&http, &base).await;
+    let (status, created, _, _) = timed(
+        http.post(format!("{base}/reports"))
+            .bearer_auth(&token)
+            .json(&json!({"report_type": "profile", "format": "pdf"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    for mode in [Mode::Refuse, Mode::BlackHole] {
+        proxy.set(mode);
+        for (what, request) in [
+            (
+                "GET",
+                http.get(format!("{base}/reports/{id}")).bearer_auth(&token),
+            ),
+            (
+                "POST",
+                http.post(format!("{base}/reports"))
+                    .bearer_auth(&token)
+                    .json(&json!({"report_type": "profile", "format": "pdf"})),
+            ),
+        ] {
+            let (status, body, retry_after, took) = timed(request).await;
+            assert_eq!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{mode:?} {what}: {body}"
+            );
+            assert!(took < OUTAGE_ANSWER_BOUND, "{mode:?} {what} took {took:?}");
+            assert_eq!(
+                body["error"], "service_unavailable",
+                "{mode:?} {what}: {body}"
+            );
+            assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(retry_after.is_some(), "{mode:?} {what}: Retry-After");
+        }
+
+        // Back: the same report, unchanged, within a few seconds and without a restart.
+        proxy.set(Mode::Pass);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (status, body, _, _) =
+                timed(http.get(format!("{base}/reports/{id}")).bearer_auth(&token)).await;
+            if status == StatusCode::OK {
+                assert_eq!(body["id"], json!(id));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{mode:?}: still {status} after the outage"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn while_sqs_is_black_holed_a_new_report_is_accepted_quickly_and_completes_after() {
+    let store = quire_testing::fresh_postgres().await;
+    let aws = aws().await;
+    let records: Arc<dyn RecordStore> = store.clone();
+    let (proxy, endpoint) = FaultProxy::to_url(&quire_testing::aws::aws_endpoint()).await;
+    // Timeouts well past the bound: only the API's own dispatch budget keeps it quick.
+    let patient = AwsTimeouts {
+        connect: Duration::from_secs(1),
+        read: Duration::from_secs(10),
+        operation: Duration::from_secs(10),
+    };
+    let (queue_via_proxy, _) = aws.via(&endpoint, patient).await;
+    let shutdown = CancellationToken::new();
+    let (base, _dir) = api(records.clone(), queue_via_proxy, shutdown.clone()).await;
+    let http = http();
+    let token = access_token(&http, &base).await;
+
+    proxy.set(Mode::BlackHole);
+    let (status, body, _, took) = timed(
+        http.post(format!("{base}/reports"))
+            .bearer_auth(&token)
+            .json(&json!({"report_type": "profile", "format": "pdf"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(took < OUTAGE_ANSWER_BOUND, "POST took {took:?}");
+    assert_eq!(body["status"], "pending", "truthful: not sent yet");
+    let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await; // the sweep keeps failing meanwhile
+    assert_eq!(status_of(&*records, id).await, ReportStatus::Pending);
+
+    proxy.set(Mode::Pass);
+    let w = worker(
+        records.clone(),
+        aws.queue.clone(),
+        aws.storage.clone(),
+        Duration::from_secs(30),
+    );
+    let running = tokio::spawn(w.run(shutdown.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_of(&*records, id).await != ReportStatus::Completed {
+        assert!(
+            Instant::now() < deadline,
+            "the accepted report never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
+async fn status_of(store: &dyn RecordStore, id: Uuid) -> ReportStatus {
+    status(store, id).await.status
+}
