@@ -50,7 +50,16 @@ CRD_KINDS = {
 COMPONENTS = ("api-server", "worker", "controller")
 
 # The binaries' configuration contract: every variable the chart may set.
-COMMON_ENV = {"DATABASE_URL", "QUIRE_QUEUE", "QUIRE_STORAGE", "RUST_LOG", "QUIRE_LOG_FORMAT"}
+COMMON_ENV = {
+    "DATABASE_URL",
+    "QUIRE_QUEUE",
+    "QUIRE_STORAGE",
+    "RUST_LOG",
+    "QUIRE_LOG_FORMAT",
+    "QUIRE_DB_ACQUIRE_TIMEOUT",
+    "QUIRE_MAX_ATTEMPTS",
+    "QUIRE_MAX_REPORT_AGE",
+}
 OPTIONAL_COMMON_ENV = {
     "QUIRE_SQS_QUEUE_URL",
     "QUIRE_SQS_DEAD_LETTER_QUEUE_URL",
@@ -63,6 +72,9 @@ OPTIONAL_COMMON_ENV = {
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "QUIRE_DB_MAX_CONNECTIONS",
+    "QUIRE_AWS_CONNECT_TIMEOUT",
+    "QUIRE_AWS_READ_TIMEOUT",
+    "QUIRE_AWS_OPERATION_TIMEOUT",
 }
 COMPONENT_ENV = {
     "api-server": {
@@ -72,14 +84,22 @@ COMPONENT_ENV = {
         "QUIRE_ORCHESTRATOR",
         "QUIRE_NAMESPACE",
         "QUIRE_MIGRATE",
+        "QUIRE_RESCUE_AFTER",
+        "QUIRE_RESCUE_INTERVAL",
     },
     "worker": {
         "QUIRE_HEALTH_LISTEN",
-        "QUIRE_MAX_ATTEMPTS",
         "QUIRE_VISIBILITY_TIMEOUT",
         "QUIRE_SHUTDOWN_GRACE",
     },
-    "controller": {"QUIRE_HEALTH_LISTEN", "QUIRE_NAMESPACE", "POD_NAME", "QUIRE_LEADER_ELECTION"},
+    "controller": {
+        "QUIRE_HEALTH_LISTEN",
+        "QUIRE_NAMESPACE",
+        "POD_NAME",
+        "QUIRE_LEADER_ELECTION",
+        "QUIRE_RESCUE_AFTER",
+        "QUIRE_RESCUE_INTERVAL",
+    },
 }
 OPTIONAL_COMPONENT_ENV = {
     "api-server": {"QUIRE_PUBLIC_URL"},

@@ -147,6 +147,12 @@ Environment shared by api-server, worker and controller: database, queue, storag
 - name: QUIRE_DB_MAX_CONNECTIONS
   value: {{ . | quote }}
 {{- end }}
+- name: QUIRE_DB_ACQUIRE_TIMEOUT
+  value: {{ .Values.database.acquireTimeout | quote }}
+- name: QUIRE_MAX_ATTEMPTS
+  value: {{ .Values.worker.maxAttempts | quote }}
+- name: QUIRE_MAX_REPORT_AGE
+  value: {{ .Values.reliability.maxReportAge | quote }}
 - name: QUIRE_QUEUE
   value: {{ .Values.queue.type | quote }}
 {{- if eq .Values.queue.type "sqs" }}
@@ -173,6 +179,12 @@ Environment shared by api-server, worker and controller: database, queue, storag
   value: {{ .Values.storage.local.dataDir | quote }}
 {{- end }}
 {{- if include "quire.aws.used" . }}
+- name: QUIRE_AWS_CONNECT_TIMEOUT
+  value: {{ .Values.reliability.awsConnectTimeout | quote }}
+- name: QUIRE_AWS_READ_TIMEOUT
+  value: {{ .Values.reliability.awsReadTimeout | quote }}
+- name: QUIRE_AWS_OPERATION_TIMEOUT
+  value: {{ .Values.reliability.awsOperationTimeout | quote }}
 {{- with .Values.aws.region }}
 - name: AWS_REGION
   value: {{ . | quote }}
@@ -198,6 +210,16 @@ Environment shared by api-server, worker and controller: database, queue, storag
   value: {{ .Values.logging.level | quote }}
 - name: QUIRE_LOG_FORMAT
   value: {{ .Values.logging.format | quote }}
+{{- end }}
+
+{{/*
+The rescuer's settings, for the components that dispatch (api-server, controller).
+*/}}
+{{- define "quire.env.rescue" -}}
+- name: QUIRE_RESCUE_AFTER
+  value: {{ .Values.reliability.rescueAfter | quote }}
+- name: QUIRE_RESCUE_INTERVAL
+  value: {{ .Values.reliability.rescueInterval | quote }}
 {{- end }}
 
 {{/*
