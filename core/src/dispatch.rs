@@ -136,19 +136,14 @@ impl QueueDispatcher {
         every: Duration,
         shutdown: CancellationToken,
     ) {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
+        periodically(every, shutdown, || async {
             match self.sweep_once(grace).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(dispatched = n, "re-dispatched pending reports"),
                 Err(e) => tracing::warn!(error = %e, "pending-report sweep failed; will retry"),
             }
-        }
+        })
+        .await;
     }
 
     /// Runs [`QueueDispatcher::rescue_once`] every `every` until `shutdown` fires.
@@ -158,13 +153,7 @@ impl QueueDispatcher {
         every: Duration,
         shutdown: CancellationToken,
     ) {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
+        periodically(every, shutdown, || async {
             match self.rescue_once(&policy).await {
                 Ok(Rescued {
                     requeued: 0,
@@ -179,7 +168,8 @@ impl QueueDispatcher {
                     tracing::warn!(error = %e, "the rescue of stranded reports failed; will retry")
                 }
             }
-        }
+        })
+        .await;
     }
 
     /// One rescue pass (see the module docs). Each report is taken out of its limbo by one
@@ -255,6 +245,24 @@ impl Dispatcher for QueueDispatcher {
             .mark_queued(report.id, Utc::now())
             .await?
             .unwrap_or_else(|| report.clone()))
+    }
+}
+
+/// Runs `pass` every `every` (the first at once; a slow pass delays the next rather than
+/// bunching them) until `shutdown` fires.
+async fn periodically<F, Fut>(every: Duration, shutdown: CancellationToken, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        pass().await;
     }
 }
 

@@ -2,7 +2,7 @@
 //! controller and the CLI agree on these names, their JSON spelling and their meaning.
 //!
 //! Changing a variant's spelling here is a breaking change for stored rows, queued
-//! messages and (later) `ReportRequest` resources.
+//! messages and `ReportRequest` resources.
 
 use std::fmt;
 use std::str::FromStr;

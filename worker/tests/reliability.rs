@@ -219,6 +219,12 @@ async fn next_delivery(queue: &dyn WorkQueue, visibility: Duration, within: Dura
     }
 }
 
+/// Receives the next message (waiting up to 10 s) and processes it, as a worker's loop does.
+async fn process_next(worker: &Worker, queue: &dyn WorkQueue) -> Outcome {
+    let delivery = next_delivery(queue, Duration::from_secs(30), Duration::from_secs(10)).await;
+    worker.process(&delivery, &CancellationToken::new()).await
+}
+
 async fn status(store: &dyn RecordStore, id: Uuid) -> Report {
     store.report(id).await.unwrap().unwrap()
 }
@@ -313,13 +319,7 @@ async fn a_worker_killed_between_upload_and_record_leaves_one_object_version_and
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let outcome = loop {
-        let delivery = next_delivery(
-            &*aws.queue,
-            Duration::from_secs(30),
-            Duration::from_secs(10),
-        )
-        .await;
-        match b.process(&delivery, &CancellationToken::new()).await {
+        match process_next(&b, &*aws.queue).await {
             Outcome::Deferred => assert!(Instant::now() < deadline, "A's lease never expired"),
             outcome => break outcome,
         }
@@ -410,16 +410,7 @@ async fn a_report_whose_message_was_dead_lettered_while_it_ran_is_rescued_and_co
         aws.storage.clone(),
         Duration::from_secs(30),
     );
-    let delivery = next_delivery(
-        &*aws.queue,
-        Duration::from_secs(30),
-        Duration::from_secs(10),
-    )
-    .await;
-    assert_eq!(
-        w.process(&delivery, &CancellationToken::new()).await,
-        Outcome::Completed
-    );
+    assert_eq!(process_next(&w, &*aws.queue).await, Outcome::Completed);
     let done = status(&*records, report.id).await;
     assert_eq!(done.status, ReportStatus::Completed);
     assert_eq!(done.attempts, 2, "the dead worker's attempt counts");
@@ -454,14 +445,8 @@ async fn an_s3_outage_postpones_a_report_without_spending_an_attempt() {
 
     for mode in [Mode::Refuse, Mode::BlackHole] {
         proxy.set(mode);
-        let delivery = next_delivery(
-            &*aws.queue,
-            Duration::from_secs(30),
-            Duration::from_secs(10),
-        )
-        .await;
         let started = Instant::now();
-        let outcome = w.process(&delivery, &CancellationToken::new()).await;
+        let outcome = process_next(&w, &*aws.queue).await;
         assert!(
             matches!(outcome, Outcome::Postponed { .. }),
             "{mode:?}: {outcome:?}"
@@ -480,16 +465,7 @@ async fn an_s3_outage_postpones_a_report_without_spending_an_attempt() {
     }
 
     proxy.set(Mode::Pass);
-    let delivery = next_delivery(
-        &*aws.queue,
-        Duration::from_secs(30),
-        Duration::from_secs(10),
-    )
-    .await;
-    assert_eq!(
-        w.process(&delivery, &CancellationToken::new()).await,
-        Outcome::Completed
-    );
+    assert_eq!(process_next(&w, &*aws.queue).await, Outcome::Completed);
     let done = status(&*records, report.id).await;
     assert_eq!(done.status, ReportStatus::Completed);
     assert_eq!(done.attempts, 1);

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -250,6 +251,22 @@ impl S3Storage {
         Ok(())
     }
 
+    /// `HeadObject`, `None` for a missing object.
+    async fn head(&self, object_key: &str) -> Result<Option<HeadObjectOutput>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(object_key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(Some(head)),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+            Err(e) => Err(storage_error("looking up", object_key, e)),
+        }
+    }
+
     /// Remembers where links point, from the first one signed (`url` is the link for `key`).
     fn learn_link_base(&self, url: &str, key: &str) {
         if self.link_base.get().is_some() {
@@ -305,19 +322,7 @@ impl OutputStorage for S3Storage {
 
     #[tracing::instrument(skip_all, fields(key))]
     async fn exists(&self, key: &str) -> Result<bool> {
-        let object_key = self.object_key(key)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&object_key)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
-            Err(e) => Err(storage_error("looking up", &object_key, e)),
-        }
+        Ok(self.head(&self.object_key(key)?).await?.is_some())
     }
 
     /// `HeadObject`: the object's `Content-Length` and its `sha256` metadata, which every
@@ -326,17 +331,8 @@ impl OutputStorage for S3Storage {
     #[tracing::instrument(skip_all, fields(key))]
     async fn stored(&self, key: &str) -> Result<Option<StoredOutput>> {
         let object_key = self.object_key(key)?;
-        let head = match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&object_key)
-            .send()
-            .await
-        {
-            Ok(head) => head,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => return Ok(None),
-            Err(e) => return Err(storage_error("looking up", &object_key, e)),
+        let Some(head) = self.head(&object_key).await? else {
+            return Ok(None);
         };
         let sha256 = head
             .metadata()
