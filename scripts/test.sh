@@ -32,9 +32,14 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# ---- build once ---------------------------------------------------------------------
+# Every test target and binary in one build: a plain `cargo build` resolves dependency
+# features without the dev-dependencies and so would build many dependencies a second time.
+log "cargo test --no-run"
+cargo test --workspace --locked --no-run
+
 # ---- the README's walk-through against the real `quire dev` binary ---------------------
 log "walk-through against quire dev"
-cargo build --locked -p quire
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 work=$(mktemp -d /tmp/quire-walkthrough.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
