@@ -40,6 +40,11 @@ localstack_install() {
     "localstack-core[base-runtime]==$LOCALSTACK_VERSION" "${LOCALSTACK_PINS[@]}" >&2
 }
 
+# Seconds since $1 (an $EPOCHREALTIME), to one decimal.
+localstack_since() {
+  python3 -c 'import sys, time; print(f"{time.time() - float(sys.argv[1]):.1f}")' "$1"
+}
+
 localstack_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -60,6 +65,7 @@ localstack_start() {
     localstack_log "LocalStack: using QUIRE_TEST_LOCALSTACK_URL=$QUIRE_TEST_LOCALSTACK_URL"
     return 0
   fi
+  local started=$EPOCHREALTIME
   localstack_install || return 1
   local venv port url
   venv=$(localstack_venv_dir)
@@ -87,7 +93,7 @@ localstack_start() {
   for _ in $(seq 1 300); do
     if localstack_healthy "$url"; then
       export QUIRE_TEST_LOCALSTACK_URL=$url
-      localstack_log "LocalStack $LOCALSTACK_VERSION at $url"
+      localstack_log "LocalStack $LOCALSTACK_VERSION at $url ($(localstack_since "$started") s to install and start)"
       return 0
     fi
     if ! kill -0 "$LOCALSTACK_PID" 2>/dev/null; then break; fi
