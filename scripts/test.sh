@@ -8,7 +8,12 @@
 # - Uses $AWS_ENDPOINT_URL when set; otherwise installs moto (an AWS API emulator, from PyPI)
 #   into a virtualenv under ~/.cache/quire and runs it on a free loopback port for the SQS
 #   and S3 tests; each test makes its own queue and bucket.
-# - Runs cargo fmt --check, clippy with warnings denied, and every test in the workspace.
+# - Likewise LocalStack, the second emulator every SQS and S3 test also runs against: uses
+#   $QUIRE_TEST_LOCALSTACK_URL when set; otherwise installs it (localstack-core, from PyPI,
+#   no Docker) into a virtualenv under ~/.cache/quire and runs it on a free loopback port.
+# - Runs cargo fmt --check, clippy with warnings denied, the README's walk-throughs (against
+#   `quire dev`, and against LocalStack with the api-server and worker binaries) and every
+#   test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,9 +27,11 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
 fi
 log "Postgres: ${DATABASE_URL%%@*}@…"
 
-# ---- a throwaway AWS API emulator ------------------------------------------------------
+# ---- throwaway AWS API emulators: moto and LocalStack -----------------------------------
 source scripts/lib/moto.sh
 moto_start_until_exit
+source scripts/lib/localstack.sh
+localstack_start_until_exit
 
 # ---- checks and tests -----------------------------------------------------------------
 log "cargo fmt --check"
@@ -58,6 +65,11 @@ kill -INT "$quire_pid"
 wait "$quire_pid" || { echo "quire dev did not stop cleanly after Ctrl-C" >&2; cat "$work/quire.log" >&2; exit 1; }
 grep -q "Quire is listening on http://127.0.0.1:$port" "$work/quire.log"
 rm -rf "$work"
+
+# ---- the README's walk-through against LocalStack: api-server and worker binaries --------
+log "walk-through against LocalStack"
+cargo build --locked -p quire-api --bin api-server -p quire-worker --bin worker
+scripts/localstack-walkthrough.sh "$target_dir/debug"
 
 # ---- the Helm chart, offline: lint, render, validate against the Kubernetes schemas ------
 source scripts/lib/chart.sh

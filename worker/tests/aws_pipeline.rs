@@ -1,8 +1,9 @@
-//! The production pipeline against an AWS API emulator (moto in the test command): the API
-//! server stores a report in Postgres and sends its message to SQS, the `worker` renders it
-//! and uploads it to S3, and the API hands out a presigned link to it.
+//! The production pipeline against each AWS API emulator (moto and LocalStack in the test
+//! command): the API server stores a report in Postgres and sends its message to SQS, the
+//! `worker` renders it and uploads it to S3, and the API hands out a presigned link to it.
 //!
-//! Each test has its own database, queue (with a dead-letter queue named by its redrive
+//! Every test runs once per emulator (`moto::…`, `localstack::…`, see `quire_testing::on_each_emulator!`).
+//! Each has its own database, queue (with a dead-letter queue named by its redrive
 //! policy) and bucket. The AWS clients reach the emulator through [`Switch`]es, TCP proxies
 //! that a test turns off to stage an SQS or S3 outage. Where a test needs the worker as
 //! production runs it, it starts the `worker` binary with the production settings
@@ -16,7 +17,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sqs::types::QueueAttributeName;
 use axum::Router;
 use axum::routing::get;
@@ -27,6 +27,7 @@ use quire_core::storage::S3Storage;
 use quire_core::store::{PgStore, RecordStore};
 use quire_core::{ReportStatus, WorkMessage};
 use quire_render::DataSources;
+use quire_testing::aws::Emulator;
 use quire_worker::{Outcome, Worker, WorkerConfig};
 use reqwest::StatusCode;
 use secrecy::SecretString;
@@ -83,6 +84,7 @@ impl Switch {
 // ---- the world of one test ---------------------------------------------------------------
 
 struct Pipeline {
+    emulator: Emulator,
     store: Arc<PgStore>,
     /// The test database's URL, for `worker` processes.
     database_url: String,
@@ -143,17 +145,8 @@ async fn spawn_fixtures() -> SocketAddr {
     addr
 }
 
-/// The SDK configuration of the test environment with every endpoint replaced by `url`.
-async fn sdk_config_via(url: &str) -> SdkConfig {
-    quire_testing::aws::aws_endpoint();
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(url)
-        .load()
-        .await
-}
-
-fn emulator_address() -> SocketAddr {
-    let endpoint = url::Url::parse(&quire_testing::aws::aws_endpoint()).unwrap();
+fn emulator_address(emulator: Emulator) -> SocketAddr {
+    let endpoint = url::Url::parse(&emulator.endpoint()).unwrap();
     endpoint
         .socket_addrs(|| None)
         .unwrap()
@@ -163,11 +156,11 @@ fn emulator_address() -> SocketAddr {
 }
 
 impl Pipeline {
-    async fn new() -> Self {
-        Self::with_api(|_| {}).await
+    async fn new(emulator: Emulator) -> Self {
+        Self::with_api(emulator, |_| {}).await
     }
 
-    async fn with_api(configure: impl FnOnce(&mut ApiConfig)) -> Self {
+    async fn with_api(emulator: Emulator, configure: impl FnOnce(&mut ApiConfig)) -> Self {
         let store = quire_testing::fresh_postgres().await;
         let database: String = sqlx::query_scalar("SELECT current_database()")
             .fetch_one(store.pool())
@@ -177,20 +170,28 @@ impl Pipeline {
         database_url.set_path(&database);
 
         // A fresh queue and bucket on the emulator.
-        let (queue, queue_url) = quire_testing::aws::fresh_queue().await;
+        let (queue, queue_url) = quire_testing::aws::fresh_queue(emulator).await;
         let dead_letter_url = queue.dead_letter_queue_url().await.unwrap().unwrap();
-        let bucket = quire_testing::aws::fresh_bucket().await.bucket().to_owned();
-        let direct = quire_testing::aws::sdk_config().await;
+        let bucket = quire_testing::aws::fresh_bucket(emulator)
+            .await
+            .bucket()
+            .to_owned();
+        let direct = quire_testing::aws::sdk_config(emulator).await;
 
         // The pipeline's own clients, through the switches.
-        let upstream = emulator_address();
+        let upstream = emulator_address(emulator);
         let (sqs, s3) = (Switch::to(upstream).await, Switch::to(upstream).await);
         let queue = Arc::new(SqsQueue::new(
-            quire_core::aws::sqs_client(&sdk_config_via(&sqs.url).await),
+            quire_core::aws::sqs_client(
+                &quire_testing::aws::sdk_config_via(emulator, &sqs.url).await,
+            ),
             queue_url.clone(),
         ));
         let storage = Arc::new(S3Storage::new(
-            quire_core::aws::s3_client(&sdk_config_via(&s3.url).await, true),
+            quire_core::aws::s3_client(
+                &quire_testing::aws::sdk_config_via(emulator, &s3.url).await,
+                true,
+            ),
             bucket.clone(),
             Some(PREFIX.to_owned()),
         ));
@@ -247,6 +248,7 @@ impl Pipeline {
         }));
 
         Self {
+            emulator,
             store,
             database_url: database_url.into(),
             queue_url,
@@ -413,7 +415,13 @@ impl Pipeline {
     /// switches (by the SDK's per-service endpoint variables). Killed when dropped.
     fn spawn_worker_process(&self, name: &str) -> WorkerProcess {
         let log = self.dir.path().join(format!("{name}.log"));
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"));
+        if let Some((key, secret)) = self.emulator.credentials() {
+            command
+                .env("AWS_ACCESS_KEY_ID", key)
+                .env("AWS_SECRET_ACCESS_KEY", secret);
+        }
+        let child = command
             .env("DATABASE_URL", &self.database_url)
             .env("QUIRE_QUEUE", "sqs")
             .env("QUIRE_SQS_QUEUE_URL", &self.queue_url)
@@ -495,9 +503,21 @@ fn query_param(url: &str, name: &str) -> Option<String> {
 
 // ---- the tests -----------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_report_travels_from_post_over_sqs_through_the_worker_to_a_presigned_s3_download() {
-    let pipeline = Pipeline::new().await;
+quire_testing::on_each_emulator!(
+    a_report_travels_from_post_over_sqs_through_the_worker_to_a_presigned_s3_download,
+    the_same_message_delivered_twice_gives_one_result,
+    a_worker_killed_mid_render_leaves_exactly_one_completed_report,
+    poison_messages_are_moved_to_the_dead_letter_queue_and_not_retried,
+    an_sqs_outage_holds_reports_pending_and_they_are_dispatched_when_it_ends,
+    an_s3_outage_is_retried_with_backoff_without_spending_an_attempt_and_nothing_is_lost,
+    a_large_csv_is_uploaded_in_parts_and_downloads_whole,
+    download_links_expire_and_a_fresh_one_is_signed_near_expiry,
+);
+
+async fn a_report_travels_from_post_over_sqs_through_the_worker_to_a_presigned_s3_download(
+    emulator: Emulator,
+) {
+    let pipeline = Pipeline::new(emulator).await;
     let (user_id, token) = pipeline.user().await;
 
     let id = pipeline
@@ -579,9 +599,8 @@ async fn a_report_travels_from_post_over_sqs_through_the_worker_to_a_presigned_s
     assert_eq!(pipeline.message_counts(&pipeline.queue_url).await, (0, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_message_delivered_twice_gives_one_result() {
-    let pipeline = Pipeline::new().await;
+async fn the_same_message_delivered_twice_gives_one_result(emulator: Emulator) {
+    let pipeline = Pipeline::new(emulator).await;
     let (user_id, token) = pipeline.user().await;
     let id = pipeline
         .post_report(
@@ -625,9 +644,8 @@ async fn the_same_message_delivered_twice_gives_one_result() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_mid_render_leaves_exactly_one_completed_report() {
-    let pipeline = Pipeline::new().await;
+async fn a_worker_killed_mid_render_leaves_exactly_one_completed_report(emulator: Emulator) {
+    let pipeline = Pipeline::new(emulator).await;
     let (user_id, token) = pipeline.user().await;
     let id = pipeline
         .post_report(
@@ -670,9 +688,8 @@ async fn a_worker_killed_mid_render_leaves_exactly_one_completed_report() {
     assert_eq!(pipeline.message_counts(&pipeline.queue_url).await, (0, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poison_messages_are_moved_to_the_dead_letter_queue_and_not_retried() {
-    let pipeline = Pipeline::new().await;
+async fn poison_messages_are_moved_to_the_dead_letter_queue_and_not_retried(emulator: Emulator) {
+    let pipeline = Pipeline::new(emulator).await;
     let (user_id, _token) = pipeline.user().await;
     pipeline
         .queue
@@ -728,9 +745,10 @@ async fn poison_messages_are_moved_to_the_dead_letter_queue_and_not_retried() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_sqs_outage_holds_reports_pending_and_they_are_dispatched_when_it_ends() {
-    let pipeline = Pipeline::new().await;
+async fn an_sqs_outage_holds_reports_pending_and_they_are_dispatched_when_it_ends(
+    emulator: Emulator,
+) {
+    let pipeline = Pipeline::new(emulator).await;
     let (_, token) = pipeline.user().await;
     let (status, _) = pipeline.readyz().await;
     assert_eq!(status, StatusCode::OK);
@@ -772,9 +790,10 @@ async fn an_sqs_outage_holds_reports_pending_and_they_are_dispatched_when_it_end
     assert_eq!(report.attempts, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_s3_outage_is_retried_with_backoff_without_spending_an_attempt_and_nothing_is_lost() {
-    let pipeline = Pipeline::new().await;
+async fn an_s3_outage_is_retried_with_backoff_without_spending_an_attempt_and_nothing_is_lost(
+    emulator: Emulator,
+) {
+    let pipeline = Pipeline::new(emulator).await;
     let (user_id, token) = pipeline.user().await;
     pipeline.s3.set(false);
     let (status, ready) = pipeline.readyz().await;
@@ -832,9 +851,8 @@ async fn an_s3_outage_is_retried_with_backoff_without_spending_an_attempt_and_no
     assert_eq!(pipeline.readyz().await.0, StatusCode::OK);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_csv_is_uploaded_in_parts_and_downloads_whole() {
-    let pipeline = Pipeline::new().await;
+async fn a_large_csv_is_uploaded_in_parts_and_downloads_whole(emulator: Emulator) {
+    let pipeline = Pipeline::new(emulator).await;
     let (user_id, token) = pipeline.user().await;
     let id = pipeline
         .post_report(
@@ -895,10 +913,11 @@ async fn a_large_csv_is_uploaded_in_parts_and_downloads_whole() {
     assert!(text.contains("row-00149999"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn download_links_expire_and_a_fresh_one_is_signed_near_expiry() {
-    let pipeline =
-        Pipeline::with_api(|config| config.download_url_ttl = Duration::from_secs(4)).await;
+async fn download_links_expire_and_a_fresh_one_is_signed_near_expiry(emulator: Emulator) {
+    let pipeline = Pipeline::with_api(emulator, |config| {
+        config.download_url_ttl = Duration::from_secs(4)
+    })
+    .await;
     let (_, token) = pipeline.user().await;
     let id = pipeline
         .post_report(

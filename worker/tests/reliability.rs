@@ -1,7 +1,8 @@
 //! Every accepted report finishes exactly once, and the API tells the truth, while workers
 //! die and Postgres, SQS or S3 go away.
 //!
-//! Postgres, SQS and S3 are real: the test command's Postgres and AWS emulator, a fresh
+//! Postgres, SQS and S3 are real: the test command's Postgres and both AWS emulators (each
+//! AWS test runs on moto and on LocalStack, `moto::…` and `localstack::…`), with a fresh
 //! database, queue (with its dead-letter queue) and versioned bucket per test. Outages are
 //! staged by a [`FaultProxy`] between the code under test and the service (a stopped server:
 //! `Refuse`; a black-holed network: `BlackHole`); a worker "killed" mid-step is its task
@@ -25,6 +26,7 @@ use quire_core::storage::{DownloadUrl, LocalStorage, ObjectMeta, OutputStorage, 
 use quire_core::store::{PgStore, PoolSettings, RecordStore};
 use quire_core::{ReportFormat, ReportStatus, ReportType};
 use quire_render::DataSources;
+use quire_testing::aws::Emulator;
 use quire_testing::proxy::{FaultProxy, Mode};
 use quire_worker::{Outcome, Worker, WorkerConfig};
 use reqwest::StatusCode;
@@ -41,6 +43,7 @@ const OUTAGE_ANSWER_BOUND: Duration = Duration::from_secs(3);
 // ---- the world of one test ---------------------------------------------------------------
 
 struct Aws {
+    emulator: Emulator,
     queue: Arc<SqsQueue>,
     dead_letter_url: String,
     storage: Arc<S3Storage>,
@@ -51,12 +54,12 @@ struct Aws {
 
 /// A fresh queue (with its dead-letter queue) and a fresh, versioned bucket, so that every
 /// upload of an object leaves a version to count.
-async fn aws() -> Aws {
-    let (queue, _) = quire_testing::aws::fresh_queue().await;
+async fn aws(emulator: Emulator) -> Aws {
+    let (queue, _) = quire_testing::aws::fresh_queue(emulator).await;
     let dead_letter_url = queue.dead_letter_queue_url().await.unwrap().unwrap();
-    let storage = quire_testing::aws::fresh_bucket().await;
+    let storage = quire_testing::aws::fresh_bucket(emulator).await;
     let bucket = storage.bucket().to_owned();
-    let config = quire_testing::aws::sdk_config().await;
+    let config = quire_testing::aws::sdk_config(emulator).await;
     let s3 = quire_core::aws::s3_client(&config, true);
     s3.put_bucket_versioning()
         .bucket(&bucket)
@@ -69,6 +72,7 @@ async fn aws() -> Aws {
         .await
         .unwrap();
     Aws {
+        emulator,
         queue: Arc::new(queue),
         dead_letter_url,
         storage: Arc::new(storage),
@@ -108,11 +112,16 @@ impl Aws {
         received.messages().len()
     }
 
-    /// This test's SQS queue and S3 bucket, through `endpoint` (a proxy), with short
-    /// timeouts.
-    async fn via(&self, endpoint: &str, timeouts: AwsTimeouts) -> (Arc<SqsQueue>, Arc<S3Storage>) {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
+    /// A proxy in front of the emulator, and this test's SQS queue and S3 bucket through it
+    /// with the given timeouts.
+    async fn via_proxy(
+        &self,
+        timeouts: AwsTimeouts,
+    ) -> (FaultProxy, Arc<SqsQueue>, Arc<S3Storage>) {
+        let (proxy, endpoint) = FaultProxy::to_url(&self.emulator.endpoint()).await;
+        let config = quire_testing::aws::sdk_config_via(self.emulator, &endpoint)
+            .await
+            .to_builder()
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
                     .connect_timeout(timeouts.connect)
@@ -120,8 +129,7 @@ impl Aws {
                     .operation_timeout(timeouts.operation)
                     .build(),
             )
-            .load()
-            .await;
+            .build();
         let queue = SqsQueue::new(
             quire_core::aws::sqs_client(&config),
             self.queue.queue_url().to_owned(),
@@ -132,7 +140,7 @@ impl Aws {
             self.bucket.clone(),
             Some("outputs".to_owned()),
         );
-        (Arc::new(queue), Arc::new(storage))
+        (proxy, Arc::new(queue), Arc::new(storage))
     }
 }
 
@@ -229,6 +237,14 @@ async fn status(store: &dyn RecordStore, id: Uuid) -> Report {
     store.report(id).await.unwrap().unwrap()
 }
 
+quire_testing::on_each_emulator!(
+    a_worker_killed_between_upload_and_record_leaves_one_object_version_and_one_completion,
+    a_report_whose_message_was_dead_lettered_while_it_ran_is_rescued_and_completes,
+    an_s3_outage_postpones_a_report_without_spending_an_attempt,
+    a_message_received_as_the_worker_stops_is_visible_again_at_once,
+    while_sqs_is_black_holed_a_new_report_is_accepted_quickly_and_completes_after,
+);
+
 // ---- a worker killed between upload and record --------------------------------------------
 
 /// S3 as a worker killed right after its upload saw it: the upload happens, then the
@@ -277,10 +293,11 @@ impl OutputStorage for DiesAfterUpload {
     }
 }
 
-#[tokio::test]
-async fn a_worker_killed_between_upload_and_record_leaves_one_object_version_and_one_completion() {
+async fn a_worker_killed_between_upload_and_record_leaves_one_object_version_and_one_completion(
+    emulator: Emulator,
+) {
     let store = quire_testing::fresh_postgres().await;
-    let aws = aws().await;
+    let aws = aws(emulator).await;
     let records: Arc<dyn RecordStore> = store.clone();
     let user = new_user(&*records).await;
     let report = new_report(&*records, user).await;
@@ -349,10 +366,11 @@ async fn a_worker_killed_between_upload_and_record_leaves_one_object_version_and
 
 // ---- a message dead-lettered while its report runs ---------------------------------------
 
-#[tokio::test]
-async fn a_report_whose_message_was_dead_lettered_while_it_ran_is_rescued_and_completes() {
+async fn a_report_whose_message_was_dead_lettered_while_it_ran_is_rescued_and_completes(
+    emulator: Emulator,
+) {
     let store = quire_testing::fresh_postgres().await;
-    let aws = aws().await;
+    let aws = aws(emulator).await;
     let records: Arc<dyn RecordStore> = store.clone();
     let user = new_user(&*records).await;
     let report = new_report(&*records, user).await;
@@ -423,13 +441,11 @@ async fn a_report_whose_message_was_dead_lettered_while_it_ran_is_rescued_and_co
 
 // ---- outages don't spend attempts --------------------------------------------------------
 
-#[tokio::test]
-async fn an_s3_outage_postpones_a_report_without_spending_an_attempt() {
+async fn an_s3_outage_postpones_a_report_without_spending_an_attempt(emulator: Emulator) {
     let store = quire_testing::fresh_postgres().await;
-    let aws = aws().await;
+    let aws = aws(emulator).await;
     let records: Arc<dyn RecordStore> = store.clone();
-    let (proxy, endpoint) = FaultProxy::to_url(&quire_testing::aws::aws_endpoint()).await;
-    let (_, storage) = aws.via(&endpoint, short_timeouts()).await;
+    let (proxy, _, storage) = aws.via_proxy(short_timeouts()).await;
     let user = new_user(&*records).await;
     let report = new_report(&*records, user).await;
     QueueDispatcher::new(records.clone(), aws.queue.clone())
@@ -473,10 +489,9 @@ async fn an_s3_outage_postpones_a_report_without_spending_an_attempt() {
 
 // ---- clean shutdown of receives ------------------------------------------------------------
 
-#[tokio::test]
-async fn a_message_received_as_the_worker_stops_is_visible_again_at_once() {
+async fn a_message_received_as_the_worker_stops_is_visible_again_at_once(emulator: Emulator) {
     let store = quire_testing::fresh_postgres().await;
-    let aws = aws().await;
+    let aws = aws(emulator).await;
     let records: Arc<dyn RecordStore> = store.clone();
     let user = new_user(&*records).await;
     let report = new_report(&*records, user).await;
@@ -690,19 +705,19 @@ async fn during_a_database_outage_the_api_answers_503_quickly_and_then_recovers(
     shutdown.cancel();
 }
 
-#[tokio::test]
-async fn while_sqs_is_black_holed_a_new_report_is_accepted_quickly_and_completes_after() {
+async fn while_sqs_is_black_holed_a_new_report_is_accepted_quickly_and_completes_after(
+    emulator: Emulator,
+) {
     let store = quire_testing::fresh_postgres().await;
-    let aws = aws().await;
+    let aws = aws(emulator).await;
     let records: Arc<dyn RecordStore> = store.clone();
-    let (proxy, endpoint) = FaultProxy::to_url(&quire_testing::aws::aws_endpoint()).await;
     // Timeouts well past the bound: only the API's own dispatch budget keeps it quick.
     let patient = AwsTimeouts {
         connect: Duration::from_secs(1),
         read: Duration::from_secs(10),
         operation: Duration::from_secs(10),
     };
-    let (queue_via_proxy, _) = aws.via(&endpoint, patient).await;
+    let (proxy, queue_via_proxy, _) = aws.via_proxy(patient).await;
     let shutdown = CancellationToken::new();
     let (base, _dir) = api(records.clone(), queue_via_proxy, shutdown.clone()).await;
     let http = http();

@@ -26,7 +26,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
 use chrono::DateTime;
 use url::Url;
@@ -149,11 +149,16 @@ impl S3Storage {
         size: u64,
         sha256: &[u8],
     ) -> Result<()> {
+        // The upload declares the checksum every part carries (CRC32, the SDK's default) and
+        // the completion lists each part's. S3 refuses to complete an upload that declared
+        // none when the parts list checksums (InvalidPart, "one or more of the specified
+        // parts could not be found"); LocalStack does the same, moto accepts it.
         let upload = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(object_key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .content_type(&meta.content_type)
             .content_disposition(content_disposition(&meta.file_name))
             .metadata("sha256", hex::encode(sha256))
@@ -214,6 +219,7 @@ impl S3Storage {
                 .key(object_key)
                 .upload_id(upload_id)
                 .part_number(number)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
                 .content_length(i64::try_from(length).unwrap_or(i64::MAX))
                 .body(body)
                 .send()

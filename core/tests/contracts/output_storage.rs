@@ -1,5 +1,5 @@
 //! The [`OutputStorage`] contract, run against `LocalStorage` and against `S3Storage` on a
-//! fresh bucket of the AWS endpoint (moto in the test command).
+//! fresh bucket of each AWS API emulator (moto and LocalStack in the test command).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use chrono::{NaiveDateTime, Utc};
 use hmac::{Hmac, Mac};
 use quire_core::Result;
 use quire_core::storage::{DownloadUrl, LocalStorage, ObjectMeta, OutputStorage, S3Storage};
+use quire_testing::aws::Emulator;
 use sha2::{Digest, Sha256};
 
 /// Storage under test, plus what the contract needs beyond [`OutputStorage`]: following a
@@ -98,8 +99,9 @@ impl StorageUnderTest for Local {
 /// `S3Storage` on a fresh bucket, uploading in parts above 5 MiB (S3's smallest part).
 ///
 /// `follow` is what a browser gets from S3. moto serves a presigned URL without checking
-/// its signature or expiry, so `follow` first checks the link the way S3 does (SigV4 query
-/// authentication, [`S3::check_like_s3`]) and only then GETs it.
+/// its signature or expiry (LocalStack checks both, as the test command starts it with
+/// `S3_SKIP_SIGNATURE_VALIDATION=0`), so `follow` first checks the link the way S3 does
+/// (SigV4 query authentication, [`S3::check_like_s3`]) and only then GETs it.
 struct S3 {
     storage: S3Storage,
     client: aws_sdk_s3::Client,
@@ -111,11 +113,11 @@ struct S3 {
 type HmacSha256 = Hmac<Sha256>;
 
 impl S3 {
-    async fn storage() -> Storage {
-        let storage = quire_testing::aws::fresh_bucket()
+    async fn storage(emulator: Emulator) -> Storage {
+        let storage = quire_testing::aws::fresh_bucket(emulator)
             .await
             .with_multipart_threshold(5 * 1024 * 1024);
-        let config = quire_testing::aws::sdk_config().await;
+        let config = quire_testing::aws::sdk_config(emulator).await;
         let client = quire_core::aws::s3_client(&config, true);
         let credentials = config
             .credentials_provider()
@@ -323,7 +325,8 @@ crate::contract_suite! {
             .expect("local storage");
             (Arc::new(Local(storage)) as Storage, dir)
         },
-        s3: async { (S3::storage().await, ()) },
+        s3: async { (S3::storage(Emulator::Moto).await, ()) },
+        s3_localstack: async { (S3::storage(Emulator::LocalStack).await, ()) },
     },
     cases: [
         the_storage_answers_a_ping,
