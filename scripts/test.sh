@@ -68,7 +68,8 @@ rm -rf "$work"
 
 # ---- the README's walk-through against LocalStack: api-server and worker binaries --------
 log "walk-through against LocalStack"
-cargo build --locked -p quire-api --bin api-server -p quire-worker --bin worker
+# api-server and worker were built by `cargo test --no-run` above (their packages have
+# integration tests, so cargo builds their binaries with the same features).
 scripts/localstack-walkthrough.sh "$target_dir/debug"
 
 # ---- the Helm chart, offline: lint, render, validate against the Kubernetes schemas ------
