@@ -243,6 +243,7 @@ quire_testing::on_each_emulator!(
     an_s3_outage_postpones_a_report_without_spending_an_attempt,
     a_message_received_as_the_worker_stops_is_visible_again_at_once,
     while_sqs_is_black_holed_a_new_report_is_accepted_quickly_and_completes_after,
+    a_long_poll_into_a_black_hole_gives_up_within_its_bounds,
 );
 
 // ---- a worker killed between upload and record --------------------------------------------
@@ -485,6 +486,24 @@ async fn an_s3_outage_postpones_a_report_without_spending_an_attempt(emulator: E
     let done = status(&*records, report.id).await;
     assert_eq!(done.status, ReportStatus::Completed);
     assert_eq!(done.attempts, 1);
+}
+
+async fn a_long_poll_into_a_black_hole_gives_up_within_its_bounds(emulator: Emulator) {
+    let aws = aws(emulator).await;
+    let (proxy, queue, _) = aws.via_proxy(short_timeouts()).await;
+    proxy.set(Mode::BlackHole);
+    let wait = Duration::from_secs(2);
+    let started = Instant::now();
+    // The poll's own 2 s on top of the 1 s read and 2 s operation timeouts, then an error.
+    let received = tokio::time::timeout(
+        Duration::from_secs(30),
+        queue.receive(1, wait, Duration::from_secs(30)),
+    )
+    .await
+    .expect("a black-holed long poll must not hang");
+    assert!(received.is_err(), "{received:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "gave up after {took:?}");
 }
 
 // ---- clean shutdown of receives ------------------------------------------------------------

@@ -75,14 +75,17 @@ const MAX_REASON_LEN: usize = 4096;
 const MAX_LOGGED_BODY_LEN: usize = 1024;
 
 /// The client's timeouts stretched for a long poll of `seconds`: the answer's first byte
-/// may come that late, so the read and operation timeouts get that much more. Without
-/// configured timeouts there is nothing to stretch.
+/// may come that late, so the read and operation timeouts get that much more; the connect
+/// timeout stays as it is. Without configured timeouts there is nothing to stretch.
 fn long_poll_timeouts(client: &Client, seconds: i32) -> aws_sdk_sqs::config::Builder {
     use aws_sdk_sqs::config::timeout::TimeoutConfig;
     let poll = Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
     let configured = client.config().timeout_config().cloned();
     let mut timeouts = TimeoutConfig::builder();
     if let Some(configured) = configured {
+        if let Some(connect) = configured.connect_timeout() {
+            timeouts = timeouts.connect_timeout(connect);
+        }
         if let Some(read) = configured.read_timeout() {
             timeouts = timeouts.read_timeout(read + poll);
         }
