@@ -53,17 +53,8 @@ source scripts/lib/moto.sh
 source scripts/lib/localstack.sh
 
 # ---- the binaries ----------------------------------------------------------------------
-if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
-  target_dir=$CARGO_TARGET_DIR
-else
-  target_dir=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-fi
-have() { [[ -x "$target_dir/$1/api-server" && -x "$target_dir/$1/worker" ]] || ((given_binaries >= 2)); }
-case $profile in
-  release) have release || { log "building release binaries"; cargo build --release --locked -p quire-api -p quire-worker; } ;;
-  *) have debug || have release || { log "building debug binaries"; cargo build --locked -p quire-api -p quire-worker; } ;;
-esac
+source scripts/bench/lib.sh
+bench_binaries "$profile" "$given_binaries"
 
 # ---- the emulators' virtualenvs ------------------------------------------------------------
 moto_install
