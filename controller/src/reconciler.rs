@@ -338,9 +338,7 @@ async fn adopt(rr: &ReportRequest, user_id: Uuid, ctx: &Context) -> Result<Resol
     let report = match inserted {
         Ok(Inserted::Created(report) | Inserted::Existing(report)) => report,
         // The user was deleted between the check and the insert.
-        Err(quire_core::Error::Database(sqlx::Error::Database(e)))
-            if e.is_foreign_key_violation() =>
-        {
+        Err(quire_core::Error::UnknownUser(_)) => {
             return Ok(invalid(format!("no Quire user has id {user_id}")));
         }
         Err(e) => return Err(e.into()),

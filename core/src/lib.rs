@@ -32,6 +32,10 @@ pub enum Error {
     /// A row or object that should exist does not.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A row names a user that does not exist (deleted, or never was): the store's
+    /// foreign-key violation, mapped once here so callers never match on database errors.
+    #[error("unknown user {0}")]
+    UnknownUser(uuid::Uuid),
     /// The caller asked for something that cannot be done with these arguments.
     #[error("invalid: {0}")]
     Invalid(String),

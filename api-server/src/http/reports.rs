@@ -150,9 +150,7 @@ async fn create_report(
     let inserted = match state.store().insert_report(new_report).await {
         // A correctly signed token whose account is gone (a restored database, a secret
         // shared across environments): the client's credentials are the problem.
-        Err(quire_core::Error::Database(sqlx::Error::Database(e)))
-            if e.is_foreign_key_violation() =>
-        {
+        Err(quire_core::Error::UnknownUser(_)) => {
             return Err(ApiError::Unauthorized(
                 "the account this token was issued for no longer exists; sign in again".into(),
             ));

@@ -49,7 +49,8 @@ pub trait RecordStore: Send + Sync + 'static {
     // ---- reports: API side -------------------------------------------------------------
 
     /// Stores a `pending` report. With an idempotency key the user already used, returns
-    /// the existing report instead and writes nothing.
+    /// the existing report instead and writes nothing. [`Error::UnknownUser`](crate::Error::UnknownUser)
+    /// if the user does not exist.
     async fn insert_report(&self, report: NewReport) -> Result<Inserted>;
     /// Any report by id, whoever owns it (worker, dispatcher, controller).
     async fn report(&self, id: Uuid) -> Result<Option<Report>>;

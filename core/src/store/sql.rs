@@ -358,6 +358,15 @@ pub(super) fn conflict_on_unique(e: sqlx::Error, message: &str) -> Error {
     }
 }
 
+/// Turns a foreign-key violation (the only one a report insert can hit: its user) into
+/// [`Error::UnknownUser`].
+pub(super) fn unknown_user_on_foreign_key(e: sqlx::Error, user_id: Uuid) -> Error {
+    match e.as_database_error() {
+        Some(db) if db.is_foreign_key_violation() => Error::UnknownUser(user_id),
+        _ => Error::Database(e),
+    }
+}
+
 pub(super) fn ts(t: DateTime<Utc>) -> Timestamp {
     Timestamp(t)
 }
@@ -503,7 +512,8 @@ macro_rules! impl_record_store {
                         .bind(report.request_fingerprint.as_deref())
                         .bind(sql::ts(report.created_at))
                         .fetch_optional(&self.pool)
-                        .await?;
+                        .await
+                        .map_err(|e| sql::unknown_user_on_foreign_key(e, report.user_id))?;
                     if let Some(row) = row {
                         return Ok(Inserted::Created(row.into_report()?));
                     }

@@ -50,6 +50,7 @@ crate::contract_suite! {
         only_one_of_many_concurrent_claims_wins,
         stranded_reports_are_expired_leases_and_queued_reports_long_past_their_delivery,
         a_rescue_requeues_or_fails_only_a_report_that_is_still_stranded,
+        a_report_for_an_unknown_user_is_refused_as_such,
     ],
 }
 
@@ -929,5 +930,14 @@ async fn a_rescue_requeues_or_fails_only_a_report_that_is_still_stranded(
         None,
         "a finished report is never rescued"
     );
+    Ok(())
+}
+
+async fn a_report_for_an_unknown_user_is_refused_as_such(store: Store) -> Result<()> {
+    let nobody = Uuid::now_v7();
+    match store.insert_report(new_report(nobody, now())).await {
+        Err(Error::UnknownUser(id)) => assert_eq!(id, nobody),
+        other => panic!("expected UnknownUser, got {other:?}"),
+    }
     Ok(())
 }
