@@ -39,7 +39,7 @@ pub trait Dispatcher: Send + Sync + 'static {
 }
 
 /// When the rescuer steps in, and when it gives up.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RescuePolicy {
     /// How long a report may stay `running` past its lease, or `queued` past the time its
     /// message should have been receivable, before it counts as stranded. Well above the
@@ -52,6 +52,8 @@ pub struct RescuePolicy {
     pub max_age: Duration,
 }
 
+/// The defaults of [`RescueArgs`] (a test holds them equal), for `quire dev`, which takes
+/// no settings.
 impl Default for RescuePolicy {
     fn default() -> Self {
         Self {
@@ -104,6 +106,32 @@ impl RescueArgs {
             after: self.rescue_after,
             max_attempts: self.attempts.max_attempts,
             max_age: self.attempts.max_report_age,
+        }
+    }
+}
+
+/// Why an unfinished report is failed for good, by the worker or by the rescuer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GiveUp {
+    /// This many attempts are spent.
+    Attempts(u32),
+    /// It is older than this (`QUIRE_MAX_REPORT_AGE`).
+    Age(Duration),
+}
+
+impl GiveUp {
+    /// The report's `error_message`: the reason, then the last error (a worker that died
+    /// left none).
+    pub fn message(self, last_error: Option<&str>) -> String {
+        let last = last_error.unwrap_or("the worker stopped responding");
+        match self {
+            Self::Attempts(attempts) => {
+                format!("gave up after {attempts} attempts; last error: {last}")
+            }
+            Self::Age(age) => format!(
+                "gave up: not finished within {}; last error: {last}",
+                crate::duration::display(age)
+            ),
         }
     }
 }
@@ -273,20 +301,43 @@ fn give_up_reason(
     too_old: chrono::DateTime<Utc>,
 ) -> Option<String> {
     let attempts = u32::try_from(report.attempts).unwrap_or(0);
-    let last = report
-        .error_message
-        .as_deref()
-        .unwrap_or("the worker stopped responding");
-    if attempts >= policy.max_attempts {
-        Some(format!(
-            "gave up after {attempts} attempts; last error: {last}"
-        ))
+    let reason = if attempts >= policy.max_attempts {
+        GiveUp::Attempts(attempts)
     } else if report.created_at < too_old {
-        Some(format!(
-            "gave up: not finished within {}; last error: {last}",
-            crate::duration::display(policy.max_age)
-        ))
+        GiveUp::Age(policy.max_age)
     } else {
-        None
+        return None;
+    };
+    Some(reason.message(report.error_message.as_deref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        rescue: RescueArgs,
+    }
+
+    #[test]
+    fn the_default_policy_is_the_one_the_settings_default_to() {
+        let cli = Cli::try_parse_from(["test"]).expect("the defaults parse");
+        assert_eq!(cli.rescue.policy(), RescuePolicy::default());
+    }
+
+    #[test]
+    fn giving_up_says_why_and_what_failed_last() {
+        assert_eq!(
+            GiveUp::Attempts(5).message(Some("boom")),
+            "gave up after 5 attempts; last error: boom"
+        );
+        assert_eq!(
+            GiveUp::Age(Duration::from_secs(86_400)).message(None),
+            "gave up: not finished within 1d; last error: the worker stopped responding"
+        );
     }
 }

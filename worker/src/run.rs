@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use quire_core::dispatch::GiveUp;
 use quire_core::model::{AttemptEnd, Claim, Lease, Report, StoredOutput};
 use quire_core::queue::{Delivery, Receipt};
 use quire_core::storage::{output_key, output_meta};
@@ -125,11 +126,8 @@ impl Worker {
             };
             tracing::Span::current().record("attempt", report.attempts);
             if report.attempts > self.config.max_attempts as i32 {
-                let error = format!(
-                    "gave up after {} attempts; last error: {}",
-                    self.config.max_attempts,
-                    report.error_message.as_deref().unwrap_or("the worker stopped responding")
-                );
+                let error = GiveUp::Attempts(self.config.max_attempts)
+                    .message(report.error_message.as_deref());
                 return self.give_up(&report, &lease.owner, receipt, &error, true).await;
             }
             self.execute(report, lease, delivery, hard_stop).await
@@ -295,10 +293,7 @@ impl Worker {
         let now = Utc::now();
         let age = (now - report.created_at).to_std().unwrap_or_default();
         if age > self.config.max_age {
-            let error = format!(
-                "gave up: not finished within {}; last error: {error}",
-                quire_core::duration::display(self.config.max_age)
-            );
+            let error = GiveUp::Age(self.config.max_age).message(Some(error));
             return self
                 .give_up(report, owner, &delivery.receipt, &error, false)
                 .await;
@@ -458,6 +453,7 @@ impl Worker {
             };
             loop {
                 ticker.tick().await;
+                let now = progress.get();
                 let held = if last_renewal.elapsed() >= config.heartbeat {
                     last_renewal = tokio::time::Instant::now();
                     last_check = last_renewal;
@@ -465,8 +461,8 @@ impl Worker {
                         tracing::warn!(error = %e, "could not extend the message's visibility");
                     }
                     store.renew_lease(report_id, &renewal()).await
-                } else if progress.get() != written {
-                    written = progress.get();
+                } else if now != written {
+                    written = now;
                     last_check = tokio::time::Instant::now();
                     store
                         .set_progress(report_id, &owner, i32::from(written))
