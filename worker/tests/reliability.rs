@@ -144,6 +144,16 @@ impl Aws {
     }
 }
 
+/// A fresh database holding one user's `pending` report, and a fresh queue and versioned
+/// bucket on `emulator`.
+async fn world(emulator: Emulator) -> (Arc<dyn RecordStore>, Aws, Report) {
+    let records: Arc<dyn RecordStore> = quire_testing::fresh_postgres().await;
+    let aws = aws(emulator).await;
+    let user = new_user(&*records).await;
+    let report = new_report(&*records, user).await;
+    (records, aws, report)
+}
+
 fn short_timeouts() -> AwsTimeouts {
     AwsTimeouts {
         connect: Duration::from_millis(500),
@@ -297,11 +307,7 @@ impl OutputStorage for DiesAfterUpload {
 async fn a_worker_killed_between_upload_and_record_leaves_one_object_version_and_one_completion(
     emulator: Emulator,
 ) {
-    let store = quire_testing::fresh_postgres().await;
-    let aws = aws(emulator).await;
-    let records: Arc<dyn RecordStore> = store.clone();
-    let user = new_user(&*records).await;
-    let report = new_report(&*records, user).await;
+    let (records, aws, report) = world(emulator).await;
     QueueDispatcher::new(records.clone(), aws.queue.clone())
         .dispatch(&report)
         .await
@@ -370,11 +376,7 @@ async fn a_worker_killed_between_upload_and_record_leaves_one_object_version_and
 async fn a_report_whose_message_was_dead_lettered_while_it_ran_is_rescued_and_completes(
     emulator: Emulator,
 ) {
-    let store = quire_testing::fresh_postgres().await;
-    let aws = aws(emulator).await;
-    let records: Arc<dyn RecordStore> = store.clone();
-    let user = new_user(&*records).await;
-    let report = new_report(&*records, user).await;
+    let (records, aws, report) = world(emulator).await;
     let dispatcher = QueueDispatcher::new(records.clone(), aws.queue.clone());
     dispatcher.dispatch(&report).await.unwrap();
 
@@ -443,12 +445,8 @@ async fn a_report_whose_message_was_dead_lettered_while_it_ran_is_rescued_and_co
 // ---- outages don't spend attempts --------------------------------------------------------
 
 async fn an_s3_outage_postpones_a_report_without_spending_an_attempt(emulator: Emulator) {
-    let store = quire_testing::fresh_postgres().await;
-    let aws = aws(emulator).await;
-    let records: Arc<dyn RecordStore> = store.clone();
+    let (records, aws, report) = world(emulator).await;
     let (proxy, _, storage) = aws.via_proxy(short_timeouts()).await;
-    let user = new_user(&*records).await;
-    let report = new_report(&*records, user).await;
     QueueDispatcher::new(records.clone(), aws.queue.clone())
         .dispatch(&report)
         .await
@@ -509,11 +507,7 @@ async fn a_long_poll_into_a_black_hole_gives_up_within_its_bounds(emulator: Emul
 // ---- clean shutdown of receives ------------------------------------------------------------
 
 async fn a_message_received_as_the_worker_stops_is_visible_again_at_once(emulator: Emulator) {
-    let store = quire_testing::fresh_postgres().await;
-    let aws = aws(emulator).await;
-    let records: Arc<dyn RecordStore> = store.clone();
-    let user = new_user(&*records).await;
-    let report = new_report(&*records, user).await;
+    let (records, aws, report) = world(emulator).await;
     // A long visibility timeout: a message the worker took and dropped would stay hidden.
     let w = Arc::new(Worker::new(
         records.clone(),
