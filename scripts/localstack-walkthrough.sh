@@ -24,9 +24,6 @@ mkdir -p "$OUT"
 localstack_install
 PYTHON="$(localstack_venv_dir)/bin/python"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 json() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 # ---- a database of its own -------------------------------------------------------------

@@ -49,7 +49,7 @@ cargo test --workspace --locked --no-run
 log "walk-through against quire dev"
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 work=$(mktemp -d /tmp/quire-walkthrough.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 "$target_dir/debug/quire" dev --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/quire.log" 2>&1 &
 quire_pid=$!
 for _ in $(seq 1 100); do

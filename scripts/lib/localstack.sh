@@ -45,9 +45,7 @@ localstack_since() {
   python3 -c 'import sys, time; print(f"{time.time() - float(sys.argv[1]):.1f}")' "$1"
 }
 
-localstack_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # True when LocalStack at $1 reports both SQS and S3 as available (or running).
 localstack_healthy() {
@@ -69,7 +67,7 @@ localstack_start() {
   localstack_install || return 1
   local venv port url
   venv=$(localstack_venv_dir)
-  port=$(localstack_free_port)
+  port=$(free_port)
   url="http://127.0.0.1:$port"
   LOCALSTACK_DIR=$(mktemp -d /tmp/quire-localstack.XXXXXX)
   # - OVERRIDE_IN_DOCKER=0: it runs on the host, not in its container; DNS_ADDRESS=0: no DNS

@@ -29,9 +29,7 @@ moto_install() {
   "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
 }
 
-moto_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # Sets MOTO_PID, MOTO_LOG and exports AWS_ENDPOINT_URL, AWS_REGION and test credentials.
 moto_start() {
@@ -42,7 +40,7 @@ moto_start() {
   moto_install || return 1
   local venv port url
   venv=$(moto_venv_dir)
-  port=$(moto_free_port)
+  port=$(free_port)
   url="http://127.0.0.1:$port"
   MOTO_LOG=$(mktemp /tmp/quire-moto.XXXXXX.log)
   "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$MOTO_LOG" 2>&1 &

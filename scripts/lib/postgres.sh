@@ -12,9 +12,7 @@ pg_bin_dir() {
   return 1
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # Sets PG_DIR, PG_PORT and exports DATABASE_URL.
 pg_start_throwaway() {
