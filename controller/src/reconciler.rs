@@ -33,11 +33,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use quire_core::ReportStatus;
 use quire_core::dispatch::Dispatcher;
-use quire_core::model::{Cancelled, Inserted, NewReport, Report};
+use quire_core::model::{Cancelled, Inserted, InvalidReport, NewReport, Report};
 use quire_core::storage::{OutputStorage, output_key};
 use quire_core::store::RecordStore;
+use quire_crds::ReportRequest;
 use quire_crds::report_request::{FINALIZER, Phase, ReportRequestStatus};
-use quire_crds::{ReportParameters, ReportRequest};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -312,29 +312,18 @@ async fn adopt(rr: &ReportRequest, user_id: Uuid, ctx: &Context) -> Result<Resol
         });
     }
     let spec = &rr.spec;
-    if let Err(message) = spec.report_type.check_format(spec.format) {
-        return Ok(invalid(message));
-    }
-    let parameters = match ReportParameters::parse(spec.report_type, &spec.parameters) {
-        Ok(parameters) => parameters.to_value(),
-        Err(e) => return Ok(invalid(format!("spec.parameters: {e}"))),
-    };
+    let new_report =
+        match NewReport::new(id, user_id, spec.report_type, spec.format, &spec.parameters) {
+            Ok(new_report) => new_report,
+            Err(InvalidReport::Format(message)) => return Ok(invalid(message)),
+            Err(InvalidReport::Parameters(e)) => {
+                return Ok(invalid(format!("spec.parameters: {e}")));
+            }
+        };
     if ctx.store.user(user_id).await?.is_none() {
         return Ok(invalid(format!("no Quire user has id {user_id}")));
     }
-    let inserted = ctx
-        .store
-        .insert_report(NewReport {
-            id,
-            user_id,
-            report_type: spec.report_type,
-            format: spec.format,
-            parameters,
-            idempotency_key: None,
-            request_fingerprint: None,
-            created_at: Utc::now(),
-        })
-        .await;
+    let inserted = ctx.store.insert_report(new_report).await;
     let report = match inserted {
         Ok(Inserted::Created(report) | Inserted::Existing(report)) => report,
         // The user was deleted between the check and the insert.

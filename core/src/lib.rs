@@ -15,13 +15,12 @@ pub mod backends;
 pub mod dispatch;
 pub mod duration;
 pub mod health;
-pub mod model;
 pub mod queue;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
 
-pub use quire_crds::{ReportFormat, ReportStatus, ReportType, WorkMessage};
+pub use quire_crds::{ReportFormat, ReportStatus, ReportType, WorkMessage, model};
 
 /// Errors at the seams. Callers map them to HTTP statuses or retry decisions.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod message;
+pub mod model;
 mod parameters;
 pub mod report_request;
 

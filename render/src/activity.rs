@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use chrono::{DateTime, Days, SecondsFormat, Utc};
-use quire_core::model::{Report, User};
+use quire_crds::model::{Report, User};
 use quire_crds::{ReportFormat, ReportType};
 
 use crate::error::RenderError;

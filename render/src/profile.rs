@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use quire_core::model::{ReportCounts, User};
+use quire_crds::model::{ReportCounts, User};
 use quire_crds::{ReportStatus, ReportType};
 
 use crate::error::RenderError;

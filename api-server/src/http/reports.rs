@@ -18,10 +18,9 @@ use futures::StreamExt;
 use quire_core::model::{Cancelled, Inserted, NewReport, Report, ReportFilter};
 use quire_core::store::RecordStore;
 use quire_core::{ReportFormat, ReportStatus, ReportType};
-use quire_crds::{ReportParameters, UnknownVariant};
+use quire_crds::UnknownVariant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 mod view;
@@ -69,15 +68,9 @@ struct CreateReport {
     parameters: Value,
 }
 
-/// A request that passed validation, parameters in canonical form.
-struct ValidRequest {
-    report_type: ReportType,
-    format: ReportFormat,
-    parameters: Value,
-}
-
-impl ValidRequest {
-    fn parse(body: CreateReport) -> Result<Self, ApiError> {
+impl CreateReport {
+    /// The report this body asks for, checked by [`NewReport::new`] like every other way in.
+    fn into_new_report(self, user_id: Uuid) -> Result<NewReport, ApiError> {
         let invalid = |field: &str, e: UnknownVariant| {
             ApiError::UnprocessableEntity(format!(
                 "unknown {field} `{}`; expected one of: {}",
@@ -85,37 +78,19 @@ impl ValidRequest {
                 e.expected.join(", ")
             ))
         };
-        let report_type: ReportType = body
+        let report_type: ReportType = self
             .report_type
             .parse()
             .map_err(|e| invalid("report_type", e))?;
-        let format: ReportFormat = body.format.parse().map_err(|e| invalid("format", e))?;
-        report_type
-            .check_format(format)
-            .map_err(ApiError::UnprocessableEntity)?;
-        let parameters = ReportParameters::parse(report_type, &body.parameters)
-            .map_err(|e| ApiError::UnprocessableEntity(e.to_string()))?
-            .to_value();
-        Ok(Self {
+        let format: ReportFormat = self.format.parse().map_err(|e| invalid("format", e))?;
+        NewReport::new(
+            Uuid::now_v7(),
+            user_id,
             report_type,
             format,
-            parameters,
-        })
-    }
-
-    /// SHA-256 (hex) of the canonical request: the same report asked for twice, however
-    /// the JSON was spelled, has the same fingerprint.
-    fn fingerprint(&self) -> String {
-        let mut hasher = Sha256::new();
-        for field in [
-            self.report_type.as_str(),
-            self.format.as_str(),
-            &self.parameters.to_string(),
-        ] {
-            hasher.update((field.len() as u64).to_be_bytes());
-            hasher.update(field.as_bytes());
-        }
-        hex::encode(hasher.finalize())
+            &self.parameters,
+        )
+        .map_err(|e| ApiError::UnprocessableEntity(e.to_string()))
     }
 }
 
@@ -135,18 +110,11 @@ async fn create_report(
     Json(body): Json<CreateReport>,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
-    let request = ValidRequest::parse(body)?;
-    let fingerprint = idempotency_key.as_ref().map(|_| request.fingerprint());
-    let new_report = NewReport {
-        id: Uuid::now_v7(),
-        user_id: user.user_id,
-        report_type: request.report_type,
-        format: request.format,
-        parameters: request.parameters,
-        idempotency_key,
-        request_fingerprint: fingerprint.clone(),
-        created_at: Utc::now(),
-    };
+    let mut new_report = body.into_new_report(user.user_id)?;
+    if let Some(key) = idempotency_key {
+        new_report = new_report.with_idempotency_key(key);
+    }
+    let fingerprint = new_report.request_fingerprint.clone();
     let inserted = match state.store().insert_report(new_report).await {
         // A correctly signed token whose account is gone (a restored database, a secret
         // shared across environments): the client's credentials are the problem.
@@ -488,13 +456,16 @@ mod tests {
 
     #[test]
     fn equivalent_requests_share_a_fingerprint() {
-        let a = ValidRequest::parse(request("activity", "csv", Value::Null))
+        let a = request("activity", "csv", Value::Null)
+            .into_new_report(Uuid::nil())
             .ok()
             .unwrap();
-        let b = ValidRequest::parse(request("activity", "csv", json!({"days": 30})))
+        let b = request("activity", "csv", json!({"days": 30}))
+            .into_new_report(Uuid::nil())
             .ok()
             .unwrap();
-        let c = ValidRequest::parse(request("activity", "csv", json!({"days": 31})))
+        let c = request("activity", "csv", json!({"days": 31}))
+            .into_new_report(Uuid::nil())
             .ok()
             .unwrap();
         assert_eq!(a.fingerprint(), b.fingerprint());

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
-use quire_core::model::{Report, User};
+use quire_crds::model::{Report, User};
 use quire_crds::{ReportFormat, ReportStatus, ReportType};
 use uuid::Uuid;
 

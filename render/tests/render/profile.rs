@@ -1,4 +1,4 @@
-use quire_core::model::ReportCounts;
+use quire_crds::model::ReportCounts;
 use quire_crds::{ReportStatus, ReportType};
 use quire_render::{ProfileData, Progress, render_profile};
 

@@ -2,7 +2,7 @@
 //! /tmp/quire-samples for looking at.
 
 use chrono::Duration;
-use quire_core::model::ReportCounts;
+use quire_crds::model::ReportCounts;
 use quire_crds::{ReportFormat, ReportStatus, ReportType};
 use quire_render::{
     ActivityData, Dataset, ProfileData, Progress, render_activity, render_dataset, render_profile,

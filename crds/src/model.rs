@@ -1,7 +1,8 @@
-//! Records as the rest of the system sees them, independent of the database they live in.
+//! Records as the rest of the system sees them, independent of the database they live in
+//! and of every backend: the renderer, the store and the API all speak these types.
 
+use crate::{ParameterError, ReportFormat, ReportParameters, ReportStatus, ReportType};
 use chrono::{DateTime, Utc};
-use quire_crds::{ReportFormat, ReportStatus, ReportType};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -101,17 +102,81 @@ pub struct Report {
     pub available_at: Option<DateTime<Utc>>,
 }
 
-/// A report to create, in `pending` state.
+/// A report to create, in `pending` state. Build it with [`NewReport::new`], the one
+/// validation every entrance shares (`POST /reports`, a `ReportRequest` made with kubectl).
 #[derive(Clone, Debug)]
 pub struct NewReport {
     pub id: Uuid,
     pub user_id: Uuid,
     pub report_type: ReportType,
     pub format: ReportFormat,
+    /// Canonical form: what [`ReportParameters::to_value`] makes of the request's.
     pub parameters: Value,
     pub idempotency_key: Option<String>,
     pub request_fingerprint: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+/// Why a requested report cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidReport {
+    /// The type does not come in this format.
+    #[error("{0}")]
+    Format(String),
+    /// The parameters do not fit the type.
+    #[error(transparent)]
+    Parameters(#[from] ParameterError),
+}
+
+impl NewReport {
+    /// Checks that `report_type` comes in `format` and that `parameters` fit it, and keeps
+    /// the parameters in canonical form, created now.
+    pub fn new(
+        id: Uuid,
+        user_id: Uuid,
+        report_type: ReportType,
+        format: ReportFormat,
+        parameters: &Value,
+    ) -> Result<Self, InvalidReport> {
+        report_type
+            .check_format(format)
+            .map_err(InvalidReport::Format)?;
+        let parameters = ReportParameters::parse(report_type, parameters)?.to_value();
+        Ok(Self {
+            id,
+            user_id,
+            report_type,
+            format,
+            parameters,
+            idempotency_key: None,
+            request_fingerprint: None,
+            created_at: Utc::now(),
+        })
+    }
+
+    /// Makes the report idempotent under `key`: a second request with the same key finds
+    /// this report again, provided it asked for the same thing ([`NewReport::fingerprint`]).
+    pub fn with_idempotency_key(mut self, key: String) -> Self {
+        self.request_fingerprint = Some(self.fingerprint());
+        self.idempotency_key = Some(key);
+        self
+    }
+
+    /// SHA-256 (hex) of the canonical request: the same report asked for twice, however
+    /// its JSON was spelled, has the same fingerprint.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for field in [
+            self.report_type.as_str(),
+            self.format.as_str(),
+            &self.parameters.to_string(),
+        ] {
+            hasher.update((field.len() as u64).to_be_bytes());
+            hasher.update(field.as_bytes());
+        }
+        hex::encode(hasher.finalize())
+    }
 }
 
 /// What `insert_report` did.
