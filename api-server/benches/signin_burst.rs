@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use quire_api::{ApiConfig, AppState, app, serve};
 use quire_core::dispatch::QueueDispatcher;
+use quire_core::orchestrator::Builtin;
 use quire_core::queue::DatabaseQueue;
 use quire_core::storage::LocalStorage;
 use quire_core::store::SqliteStore;
@@ -48,7 +49,14 @@ async fn main() -> anyhow::Result<()> {
     config.signin_per_account_per_minute = 0;
     config.signin_per_address_per_minute = 0;
     let dispatcher = Arc::new(QueueDispatcher::new(store.clone(), queue.clone()));
-    let state = AppState::new(config, store, dispatcher, local.clone(), queue, Some(local));
+    let state = AppState::new(
+        config,
+        store,
+        Arc::new(Builtin::dispatch_only(dispatcher)),
+        local.clone(),
+        queue,
+        Some(local),
+    );
     tokio::spawn(serve(listener, app(state), std::future::pending()));
 
     let http = reqwest::Client::new();

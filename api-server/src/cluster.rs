@@ -5,14 +5,23 @@
 //! notification to it, and so registering a report twice is harmless: the second create
 //! answers `AlreadyExists`, which counts as done. That is what lets `POST /reports` heal a
 //! crash between writing the row and creating the resource on an idempotent retry.
+//!
+//! [`Kubernetes`] is this mode's [`Orchestrator`]: row and resource are one step, so when
+//! the resource cannot be created the row is deleted again and the client hears 503.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
+use quire_core::ReportStatus;
 use quire_core::model::Report;
+use quire_core::orchestrator::Orchestrator;
+use quire_core::store::RecordStore;
 use quire_crds::{ReportRequest, ReportRequestSpec};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The field manager of every write the API server makes, so `managedFields` tell the
@@ -161,4 +170,101 @@ pub fn report_request(report: &Report) -> ReportRequest {
     );
     request.metadata.labels = Some(labels);
     request
+}
+
+/// Cluster mode's [`Orchestrator`]: a report is in hand once its `ReportRequest` exists.
+pub struct Kubernetes {
+    store: Arc<dyn RecordStore>,
+    requests: ReportRequests,
+}
+
+impl Kubernetes {
+    pub fn new(store: Arc<dyn RecordStore>, requests: ReportRequests) -> Self {
+        Self { store, requests }
+    }
+
+    pub fn report_requests(&self) -> &ReportRequests {
+        &self.requests
+    }
+}
+
+/// Why a report was refused: the cluster could not be reached and nothing was created.
+const NOT_CREATED: &str =
+    "the report could not be registered with the cluster and was not created; try again shortly";
+/// Why a replayed report was refused: it exists, but its resource could not be ensured.
+const NOT_REGISTERED: &str =
+    "the report could not be registered with the cluster; try again shortly";
+
+#[async_trait]
+impl Orchestrator for Kubernetes {
+    /// Registers the report as a `ReportRequest`, or deletes its row again and fails with
+    /// [`quire_core::Error::Unavailable`], so no report exists that the controller will
+    /// never see.
+    ///
+    /// Runs as its own task: a client hanging up mid-request must not cancel the step between
+    /// the row and its resource (nothing else would ever register or remove that row).
+    async fn accept(&self, report: Report) -> quire_core::Result<Report> {
+        let (store, requests) = (self.store.clone(), self.requests.clone());
+        let task = tokio::spawn(async move {
+            let Err(e) = requests.ensure(&report).await else {
+                tracing::info!(
+                    report_id = %report.id,
+                    namespace = requests.namespace(),
+                    "ReportRequest created"
+                );
+                return Ok(report);
+            };
+            tracing::error!(
+                report_id = %report.id,
+                namespace = requests.namespace(),
+                error = %e,
+                "could not create the ReportRequest; deleting the report"
+            );
+            if let Err(e) = store.delete_report(report.id).await {
+                // Left `pending` with no resource: an idempotent retry of the request heals it.
+                tracing::error!(
+                    report_id = %report.id,
+                    error = %e,
+                    "could not delete the unregistered report"
+                );
+            }
+            if e.may_have_created() {
+                // A timeout or a server error may still have created it; best effort, after
+                // the answer, so the client is not kept waiting on a struggling API server.
+                let id = report.id;
+                tokio::spawn(async move {
+                    if let Err(e) = requests.remove(id).await {
+                        tracing::warn!(
+                            report_id = %id,
+                            error = %e,
+                            "could not remove a possibly created ReportRequest"
+                        );
+                    }
+                });
+            }
+            Err(quire_core::Error::Unavailable(NOT_CREATED.to_owned()))
+        });
+        task.await
+            .map_err(|e| quire_core::Error::Unavailable(format!("{NOT_CREATED} ({e})")))?
+    }
+
+    /// A report still `pending` may have lost its `ReportRequest` to a crash right after the
+    /// insert, so create it (again). The row stays either way: it was acknowledged before.
+    async fn ensure(&self, report: &Report) -> quire_core::Result<()> {
+        if report.status != ReportStatus::Pending {
+            return Ok(());
+        }
+        self.requests.ensure(report).await.map_err(|e| {
+            tracing::error!(
+                report_id = %report.id,
+                namespace = self.requests.namespace(),
+                error = %e,
+                "could not ensure the ReportRequest of a replayed report"
+            );
+            quire_core::Error::Unavailable(NOT_REGISTERED.to_owned())
+        })
+    }
+
+    /// Nothing: the controller dispatches, sweeps and rescues.
+    async fn run(&self, _shutdown: CancellationToken) {}
 }

@@ -10,13 +10,13 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use quire_api::ApiConfig;
 use quire_core::backends::BackendArgs;
+use quire_core::keys::DOWNLOAD_LINKS;
+use quire_core::startup::DatabaseArgs;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 /// Shortest accepted JWT secret and download signing key, in bytes.
 const MIN_SECRET_BYTES: usize = 32;
-/// What the download signing key is derived from the JWT secret with, when not given.
-const DOWNLOAD_KEY_LABEL: &str = "download-signing-key/v1";
 
 #[derive(Debug, Parser)]
 #[command(name = "api-server", version, about = "Quire's REST API server")]
@@ -24,20 +24,9 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Postgres URL of the record store and the work queue.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
-    pub database_url: Option<SecretString>,
-
-    /// Maximum connections in the database pool.
-    #[arg(long, env = "QUIRE_DB_MAX_CONNECTIONS", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..), global = true)]
-    pub db_max_connections: u32,
-
-    /// Longest a request waits for a database connection (`2s`, `500ms`): during an outage
-    /// requests that need the database answer 503 within this long.
-    #[arg(long, env = "QUIRE_DB_ACQUIRE_TIMEOUT", default_value = "2s",
-          value_parser = quire_core::duration::parse, global = true)]
-    pub db_acquire_timeout: Duration,
+    /// Postgres (DATABASE_URL, QUIRE_DB_MAX_CONNECTIONS, QUIRE_DB_ACQUIRE_TIMEOUT).
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// Address to listen on.
     #[arg(long, env = "QUIRE_LISTEN", default_value = "0.0.0.0:8080")]
@@ -116,14 +105,6 @@ pub enum Command {
 }
 
 impl Config {
-    pub fn database_url(&self) -> anyhow::Result<&str> {
-        let url = self
-            .database_url
-            .as_ref()
-            .context("DATABASE_URL (or --database-url) is required")?;
-        Ok(url.expose_secret())
-    }
-
     pub fn should_migrate(&self) -> bool {
         self.migrate && !self.no_migrate
     }
@@ -181,7 +162,7 @@ impl Config {
         }
         Ok(quire_core::derive_key(
             self.jwt_secret()?.expose_secret().as_bytes(),
-            DOWNLOAD_KEY_LABEL,
+            DOWNLOAD_LINKS,
         ))
     }
 

@@ -5,17 +5,17 @@
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! # use quire_core::{dispatch::Dispatcher, queue::WorkQueue, storage::OutputStorage, store::RecordStore};
+//! # use quire_core::{orchestrator::Orchestrator, queue::WorkQueue, storage::OutputStorage, store::RecordStore};
 //! use quire_api::{ApiConfig, AppState, app, serve};
 //!
 //! # async fn run(
 //! #     store: Arc<dyn RecordStore>,
-//! #     dispatcher: Arc<dyn Dispatcher>,
+//! #     orchestrator: Arc<dyn Orchestrator>,
 //! #     storage: Arc<dyn OutputStorage>,
 //! #     queue: Arc<dyn WorkQueue>,
 //! # ) -> std::io::Result<()> {
 //! let config = ApiConfig::new("a secret of at least thirty-two bytes".into());
-//! let state = AppState::new(config, store, dispatcher, storage, queue, None);
+//! let state = AppState::new(config, store, orchestrator, storage, queue, None);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! serve(listener, app(state), quire_core::telemetry::shutdown_signal()).await
 //! # }
@@ -25,8 +25,8 @@
 //! - [`auth`]: access tokens (JWT), refresh tokens, the bounded password hasher and the
 //!   sign-in rate limits.
 //! - [`state`]: [`ApiConfig`] and [`AppState`], everything a handler can reach.
-//! - [`cluster`]: cluster mode, where reports become `ReportRequest` resources and the
-//!   Kubernetes controller dispatches them ([`AppState::with_report_requests`]).
+//! - [`cluster`]: cluster mode's orchestrator ([`cluster::Kubernetes`]), where reports
+//!   become `ReportRequest` resources and the Kubernetes controller dispatches them.
 
 pub mod auth;
 pub mod cluster;

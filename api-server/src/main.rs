@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use quire_api::cluster::Kubernetes;
 use quire_api::{AppState, ReportRequests, app, serve};
 use quire_core::backends::{Backends, LocalLinks};
 use quire_core::dispatch::QueueDispatcher;
-use quire_core::store::{PgStore, PoolSettings, RecordStore};
+use quire_core::orchestrator::{Builtin, Upkeep};
+use quire_core::store::{PgStore, RecordStore};
 use quire_core::telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -70,27 +72,27 @@ async fn run(config: &Config) -> anyhow::Result<()> {
         local,
     } = config.backends.build(store.pool(), Some(links)).await?;
     tracing::info!(queue = ?config.backends.queue, storage = ?config.backends.storage, "backends");
-    let dispatcher = Arc::new(QueueDispatcher::new(records.clone(), queue.clone()));
+    // In cluster mode the controller owns dispatch, pending and stranded reports included.
+    let orchestrator: Arc<dyn quire_core::orchestrator::Orchestrator> = match report_requests {
+        Some(requests) => Arc::new(Kubernetes::new(records.clone(), requests)),
+        None => Arc::new(Builtin::new(
+            Arc::new(QueueDispatcher::new(records.clone(), queue.clone())),
+            Upkeep {
+                sweep_every: Duration::from_secs(config.pending_sweep_secs),
+                rescue: config.rescue.policy(),
+                rescue_every: config.rescue.rescue_interval,
+            },
+        )),
+    };
 
     let shutdown = CancellationToken::new();
     tokio::spawn(telemetry::cancel_on_signal(shutdown.clone()));
-    // In cluster mode the controller owns dispatch, pending reports included.
-    let sweep = report_requests.is_none().then(|| {
-        let (dispatcher, shutdown) = (dispatcher.clone(), shutdown.clone());
-        let every = Duration::from_secs(config.pending_sweep_secs);
-        let (policy, rescue_every) = (config.rescue.policy(), config.rescue.rescue_interval);
-        tokio::spawn(async move {
-            tokio::join!(
-                dispatcher.sweep_pending(every, every, shutdown.clone()),
-                dispatcher.rescue_stranded(policy, rescue_every, shutdown),
-            );
-        })
-    });
+    let background = {
+        let (orchestrator, shutdown) = (orchestrator.clone(), shutdown.clone());
+        tokio::spawn(async move { orchestrator.run(shutdown).await })
+    };
 
-    let mut state = AppState::new(api_config, records, dispatcher, storage, queue, local);
-    if let Some(report_requests) = report_requests {
-        state = state.with_report_requests(report_requests);
-    }
+    let state = AppState::new(api_config, records, orchestrator, storage, queue, local);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -105,9 +107,7 @@ async fn run(config: &Config) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     shutdown.cancel();
-    if let Some(sweep) = sweep
-        && let Err(e) = sweep.await
-    {
+    if let Err(e) = background.await {
         tracing::warn!(error = %e, "the pending-report sweep or the rescuer ended abnormally");
     }
     store.pool().close().await;
@@ -132,11 +132,10 @@ async fn report_requests(namespace: Option<&str>) -> anyhow::Result<ReportReques
 
 async fn connect(config: &Config) -> anyhow::Result<Arc<PgStore>> {
     // The URL may contain a password: never part of an error message.
-    let settings = PoolSettings {
-        max_connections: config.db_max_connections,
-        acquire_timeout: config.db_acquire_timeout,
-    };
-    let store = PgStore::connect(config.database_url()?, settings)
+    config.database.url()?;
+    let store = config
+        .database
+        .connect()
         .await
         .context("connecting to the database at DATABASE_URL")?;
     Ok(Arc::new(store))

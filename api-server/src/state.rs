@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use quire_core::dispatch::Dispatcher;
+use quire_core::orchestrator::Orchestrator;
 use quire_core::queue::WorkQueue;
 use quire_core::storage::{LocalStorage, OutputStorage};
 use quire_core::store::RecordStore;
@@ -12,7 +12,6 @@ use secrecy::SecretString;
 
 use crate::auth::password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 use crate::auth::{AccessTokens, PasswordHasher, SigninLimiter};
-use crate::cluster::ReportRequests;
 
 /// Longest lifetime of a download link, the same ceiling as an S3 presigned URL.
 pub const MAX_DOWNLOAD_URL_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -75,12 +74,10 @@ pub struct AppState {
 struct Inner {
     config: ApiConfig,
     store: Arc<dyn RecordStore>,
-    dispatcher: Arc<dyn Dispatcher>,
+    orchestrator: Arc<dyn Orchestrator>,
     storage: Arc<dyn OutputStorage>,
     queue: Arc<dyn WorkQueue>,
     local_files: Option<Arc<LocalStorage>>,
-    /// Set in cluster mode: new reports become `ReportRequest`s instead of being dispatched.
-    report_requests: Option<ReportRequests>,
     access_tokens: AccessTokens,
     hasher: PasswordHasher,
     signin_limiter: SigninLimiter,
@@ -93,11 +90,12 @@ impl AppState {
     /// Computes the dummy password hash used to answer unknown emails in constant time, so
     /// this takes as long as one bcrypt hash at the configured cost.
     ///
+    /// `orchestrator` takes new reports to a worker (built in, or through the cluster);
     /// `queue` is only used by the readiness check; `local_files` enables `GET /files/…`.
     pub fn new(
         mut config: ApiConfig,
         store: Arc<dyn RecordStore>,
-        dispatcher: Arc<dyn Dispatcher>,
+        orchestrator: Arc<dyn Orchestrator>,
         storage: Arc<dyn OutputStorage>,
         queue: Arc<dyn WorkQueue>,
         local_files: Option<Arc<LocalStorage>>,
@@ -122,27 +120,15 @@ impl AppState {
             inner: Arc::new(Inner {
                 config,
                 store,
-                dispatcher,
+                orchestrator,
                 storage,
                 queue,
                 local_files,
-                report_requests: None,
                 access_tokens,
                 hasher,
                 signin_limiter,
             }),
         }
-    }
-
-    /// Switches to cluster mode: `POST /reports` registers each new report as a
-    /// `ReportRequest` and leaves dispatch to the controller (see [`crate::cluster`]).
-    ///
-    /// Call it on the state [`AppState::new`] returned, before cloning it.
-    pub fn with_report_requests(mut self, report_requests: ReportRequests) -> Self {
-        Arc::get_mut(&mut self.inner)
-            .expect("with_report_requests is called before the state is shared")
-            .report_requests = Some(report_requests);
-        self
     }
 
     pub fn config(&self) -> &ApiConfig {
@@ -153,8 +139,8 @@ impl AppState {
         &self.inner.store
     }
 
-    pub fn dispatcher(&self) -> &Arc<dyn Dispatcher> {
-        &self.inner.dispatcher
+    pub fn orchestrator(&self) -> &Arc<dyn Orchestrator> {
+        &self.inner.orchestrator
     }
 
     pub fn storage(&self) -> &Arc<dyn OutputStorage> {
@@ -167,11 +153,6 @@ impl AppState {
 
     pub fn local_files(&self) -> Option<&Arc<LocalStorage>> {
         self.inner.local_files.as_ref()
-    }
-
-    /// Where new reports are registered in cluster mode; `None` in built-in mode.
-    pub fn report_requests(&self) -> Option<&ReportRequests> {
-        self.inner.report_requests.as_ref()
     }
 
     pub fn access_tokens(&self) -> &AccessTokens {

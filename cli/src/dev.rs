@@ -12,11 +12,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use quire_api::{ApiConfig, AppState};
-use quire_core::derive_key;
+use quire_core::backends::{Backends, LocalLinks};
 use quire_core::dispatch::{QueueDispatcher, RescuePolicy};
-use quire_core::queue::DatabaseQueue;
-use quire_core::storage::LocalStorage;
+use quire_core::orchestrator::{Builtin, Orchestrator, Upkeep};
 use quire_core::store::SqliteStore;
+use quire_core::{derive_key, keys};
 use quire_render::DataSources;
 use quire_worker::{Worker, WorkerConfig};
 use secrecy::SecretString;
@@ -83,8 +83,6 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
         .await
         .context("opening SQLite")?;
     store.migrate().await.context("migrating SQLite")?;
-    let queue = Arc::new(DatabaseQueue::sqlite(store.pool().clone()));
-    let store = Arc::new(store);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -93,11 +91,18 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
     let public_url = format!("http://{addr}/")
         .parse()
         .context("the public URL")?;
-    let local = Arc::new(LocalStorage::new(
-        args.data_dir.join("outputs"),
+    // The keys the API server would derive from this JWT secret (see `quire_core::keys`).
+    let jwt_secret = hex::encode(derive_key(&secret, keys::JWT));
+    let links = LocalLinks {
         public_url,
-        derive_key(&secret, "download-links"),
-    )?);
+        signing_key: derive_key(jwt_secret.as_bytes(), keys::DOWNLOAD_LINKS),
+    };
+    let Backends {
+        queue,
+        storage,
+        local,
+    } = Backends::embedded(&args.data_dir, &store, links)?;
+    let store = Arc::new(store);
 
     let sources_file = args.data_sources.clone().or_else(|| {
         let default = args.data_dir.join("sources.toml");
@@ -109,20 +114,28 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
         None => DataSources::empty(),
     };
 
-    let dispatcher = Arc::new(QueueDispatcher::new(store.clone(), queue.clone()));
-    let jwt_secret = SecretString::from(hex::encode(derive_key(&secret, "jwt")));
+    // The worker is in this process, but a crash of the whole process mid-render still
+    // leaves reports `running` under a lease nobody renews: rescued after the next start.
+    let orchestrator = Arc::new(Builtin::new(
+        Arc::new(QueueDispatcher::new(store.clone(), queue.clone())),
+        Upkeep {
+            sweep_every: Duration::from_secs(10),
+            rescue: RescuePolicy::default(),
+            rescue_every: Duration::from_secs(30),
+        },
+    ));
     let state = AppState::new(
-        ApiConfig::new(jwt_secret),
+        ApiConfig::new(SecretString::from(jwt_secret)),
         store.clone(),
-        dispatcher.clone(),
-        local.clone(),
+        orchestrator.clone(),
+        storage.clone(),
         queue.clone(),
-        Some(local.clone()),
+        local,
     );
     let worker = Arc::new(Worker::new(
         store,
         queue,
-        local,
+        storage,
         Arc::new(sources),
         WorkerConfig {
             concurrency: args.concurrency.max(1),
@@ -148,25 +161,8 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
         }
     });
     tasks.spawn(worker.run(shutdown.clone()));
-    let sweep_stop = shutdown.clone();
-    let rescuer = dispatcher.clone();
-    tasks.spawn(async move {
-        dispatcher
-            .sweep_pending(Duration::from_secs(10), Duration::from_secs(10), sweep_stop)
-            .await;
-    });
-    // The worker is in this process, but a crash of the whole process mid-render still
-    // leaves reports `running` under a lease nobody renews: rescued after the next start.
-    let rescue_stop = shutdown.clone();
-    tasks.spawn(async move {
-        rescuer
-            .rescue_stranded(
-                RescuePolicy::default(),
-                Duration::from_secs(30),
-                rescue_stop,
-            )
-            .await;
-    });
+    let upkeep_stop = shutdown.clone();
+    tasks.spawn(async move { orchestrator.run(upkeep_stop).await });
     Ok(Dev {
         addr,
         shutdown,

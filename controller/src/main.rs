@@ -3,7 +3,6 @@
 //! and [`BackendArgs`] as the other binaries), with the standard kubeconfig or in-cluster
 //! configuration.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,25 +14,18 @@ use quire_controller::{Context, LeaderElection, Metrics, Rescue, Settings, probe
 use quire_core::backends::{BackendArgs, Backends};
 use quire_core::dispatch::{QueueDispatcher, RescueArgs};
 use quire_core::health::Dependencies;
-use quire_core::store::{PgStore, PoolSettings, RecordStore};
-use secrecy::{ExposeSecret, SecretString};
+use quire_core::startup::{CONTROLLER_PROBE_PORT, DatabaseArgs, ProbeArgs};
+use quire_core::store::RecordStore;
 use tokio_util::sync::CancellationToken;
 
 /// Quire's Kubernetes operator: reconciles ReportRequests.
 #[derive(Debug, Parser)]
 #[command(name = "controller", version)]
 struct Config {
-    /// Postgres connection URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: SecretString,
-    /// Largest database connection pool (one more connection listens for changes).
-    #[arg(long, env = "QUIRE_DB_MAX_CONNECTIONS", default_value_t = 5,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    db_max_connections: u32,
-    /// Longest a query waits for a database connection (`2s`, `500ms`).
-    #[arg(long, env = "QUIRE_DB_ACQUIRE_TIMEOUT", default_value = "2s",
-          value_parser = quire_core::duration::parse)]
-    db_acquire_timeout: Duration,
+    /// Postgres (DATABASE_URL, QUIRE_DB_MAX_CONNECTIONS, QUIRE_DB_ACQUIRE_TIMEOUT); one
+    /// more connection listens for changes.
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// Work queue and output storage (QUIRE_QUEUE, QUIRE_STORAGE, …).
     #[command(flatten)]
     backends: BackendArgs,
@@ -41,9 +33,9 @@ struct Config {
     /// pod's namespace, else `default`].
     #[arg(long, env = "QUIRE_NAMESPACE")]
     namespace: Option<String>,
-    /// Address of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long, env = "QUIRE_HEALTH_LISTEN", default_value = "0.0.0.0:8081")]
-    health_listen: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics` (QUIRE_HEALTH_LISTEN, default 0.0.0.0:8082).
+    #[command(flatten)]
+    probes: ProbeArgs,
     /// Compete for a Lease so only one replica reconciles.
     #[arg(long, env = "QUIRE_LEADER_ELECTION", default_value_t = true,
           action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
@@ -84,19 +76,19 @@ async fn main() -> anyhow::Result<()> {
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let store = PgStore::connect(
-        config.database_url.expose_secret(),
-        PoolSettings {
-            max_connections: config.db_max_connections,
-            acquire_timeout: config.db_acquire_timeout,
-        },
-    )
-    .await
-    .context("connecting to the database at DATABASE_URL")?;
+    config.database.url()?;
+    let store = config
+        .database
+        .connect()
+        .await
+        .context("connecting to the database at DATABASE_URL")?;
     let pool = store.pool().clone();
     let Backends { queue, storage, .. } = config.backends.build(&pool, None).await?;
     let store: Arc<dyn RecordStore> = Arc::new(store);
-    let identity = config.identity.clone().unwrap_or_else(default_identity);
+    let identity = config
+        .identity
+        .clone()
+        .unwrap_or_else(|| quire_core::startup::identity("controller"));
     tracing::info!(%namespace, %identity, queue = ?config.backends.queue, storage = ?config.backends.storage, "controller starting");
 
     let metrics = Arc::new(Metrics::default());
@@ -107,18 +99,18 @@ async fn main() -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(quire_core::telemetry::cancel_on_signal(shutdown.clone()));
-    let listener = tokio::net::TcpListener::bind(config.health_listen)
+    let server = config
+        .probes
+        .serve(
+            CONTROLLER_PROBE_PORT,
+            probes(dependencies, metrics.clone()),
+            shutdown.clone(),
+        )
         .await
-        .with_context(|| format!("binding {}", config.health_listen))?;
-    let endpoints = probes(dependencies, metrics.clone());
-    let server = {
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, endpoints)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
-    };
+        .with_context(|| {
+            let address = config.probes.address(CONTROLLER_PROBE_PORT);
+            format!("binding {address} (QUIRE_HEALTH_LISTEN)")
+        })?;
 
     let recorder = Recorder::new(
         client.clone(),
@@ -155,18 +147,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let outcome = run(ctx, pool.clone(), settings, shutdown.clone()).await;
     shutdown.cancel();
-    if let Ok(Err(e)) = server.await {
+    if let Err(e) = server.stopped().await {
         tracing::warn!(error = %e, "the probe server failed");
     }
     pool.close().await;
     tracing::info!("controller stopped");
     outcome
-}
-
-/// The host name (a pod's name in Kubernetes), else a random identity.
-fn default_identity() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| format!("controller-{}", uuid::Uuid::new_v4().simple()))
 }

@@ -102,8 +102,8 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube(_) => "kubernetes",
-            Self::Quire(quire_core::Error::Queue(_)) => "queue",
-            Self::Quire(quire_core::Error::Storage(_)) => "storage",
+            Self::Quire(quire_core::Error::Queue { .. }) => "queue",
+            Self::Quire(quire_core::Error::Storage { .. }) => "storage",
             Self::Quire(_) => "database",
             Self::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)

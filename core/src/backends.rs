@@ -16,11 +16,10 @@
 //! [`crate::aws`]. Building the backends makes no network call, so a binary starts while SQS
 //! or S3 is down; readiness checks ([`WorkQueue::ping`], [`OutputStorage::ping`]) say so.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, ValueEnum};
 use sqlx::PgPool;
@@ -28,6 +27,8 @@ use url::Url;
 
 use crate::queue::{DatabaseQueue, SqsQueue, WorkQueue};
 use crate::storage::{LocalStorage, OutputStorage, S3Storage};
+use crate::store::SqliteStore;
+use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum QueueBackend {
@@ -119,18 +120,20 @@ pub struct Backends {
 
 impl BackendArgs {
     /// Checks that every setting the chosen backends need is there, without the network.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if self.queue == QueueBackend::Sqs {
-            ensure!(
-                self.sqs_queue_url.as_deref().is_some_and(|u| !u.is_empty()),
-                "QUIRE_QUEUE=sqs needs QUIRE_SQS_QUEUE_URL (or --sqs-queue-url)"
-            );
+    pub fn validate(&self) -> Result<()> {
+        if self.queue == QueueBackend::Sqs
+            && !self.sqs_queue_url.as_deref().is_some_and(|u| !u.is_empty())
+        {
+            return Err(Error::Invalid(
+                "QUIRE_QUEUE=sqs needs QUIRE_SQS_QUEUE_URL (or --sqs-queue-url)".into(),
+            ));
         }
-        if self.storage == StorageBackend::S3 {
-            ensure!(
-                self.s3_bucket.as_deref().is_some_and(|b| !b.is_empty()),
-                "QUIRE_STORAGE=s3 needs QUIRE_S3_BUCKET (or --s3-bucket)"
-            );
+        if self.storage == StorageBackend::S3
+            && !self.s3_bucket.as_deref().is_some_and(|b| !b.is_empty())
+        {
+            return Err(Error::Invalid(
+                "QUIRE_STORAGE=s3 needs QUIRE_S3_BUCKET (or --s3-bucket)".into(),
+            ));
         }
         Ok(())
     }
@@ -147,11 +150,7 @@ impl BackendArgs {
     /// Builds the queue and storage. `pool` carries the database queue; `links` signs local
     /// download links (`None` in binaries that never hand out links: a random key is used).
     /// The AWS configuration is loaded only when an AWS backend is chosen.
-    pub async fn build(
-        &self,
-        pool: &PgPool,
-        links: Option<LocalLinks>,
-    ) -> anyhow::Result<Backends> {
+    pub async fn build(&self, pool: &PgPool, links: Option<LocalLinks>) -> Result<Backends> {
         self.validate()?;
         let aws = if self.queue == QueueBackend::Sqs || self.storage == StorageBackend::S3 {
             Some(crate::aws::load_sdk_config_with(self.aws_timeouts()).await)
@@ -178,14 +177,7 @@ impl BackendArgs {
                     (Arc::new(storage), None)
                 }
                 _ => {
-                    let links = links.unwrap_or_else(|| LocalLinks {
-                        public_url: Url::parse("http://127.0.0.1/").expect("a valid URL"),
-                        signing_key: rand::random::<[u8; 32]>().to_vec(),
-                    });
-                    let dir = self.data_dir.join("outputs");
-                    let local = LocalStorage::new(&dir, links.public_url, links.signing_key)
-                        .with_context(|| format!("preparing local storage in {}", dir.display()))?;
-                    let local = Arc::new(local);
+                    let local = local_storage(&self.data_dir, links)?;
                     (local.clone() as Arc<dyn OutputStorage>, Some(local))
                 }
             };
@@ -194,6 +186,37 @@ impl BackendArgs {
             storage,
             local,
         })
+    }
+}
+
+impl Backends {
+    /// The embedded backends `quire dev` runs on: the database queue in `store`'s SQLite
+    /// file and local storage under `data_dir/outputs`, links signed by `links`.
+    pub fn embedded(data_dir: &Path, store: &SqliteStore, links: LocalLinks) -> Result<Self> {
+        let local = local_storage(data_dir, Some(links))?;
+        Ok(Self {
+            queue: Arc::new(DatabaseQueue::sqlite(store.pool().clone())),
+            storage: local.clone(),
+            local: Some(local),
+        })
+    }
+}
+
+/// Local storage in `data_dir/outputs`. Without `links` (a binary that never hands out
+/// links) they are signed with a random key.
+fn local_storage(data_dir: &Path, links: Option<LocalLinks>) -> Result<Arc<LocalStorage>> {
+    let links = links.unwrap_or_else(|| LocalLinks {
+        public_url: Url::parse("http://127.0.0.1/").expect("a valid URL"),
+        signing_key: rand::random::<[u8; 32]>().to_vec(),
+    });
+    let dir = data_dir.join("outputs");
+    match LocalStorage::new(&dir, links.public_url, links.signing_key) {
+        Ok(local) => Ok(Arc::new(local)),
+        Err(Error::Io(e)) => Err(Error::storage_caused(
+            format!("preparing local storage in {}: {e}", dir.display()),
+            e,
+        )),
+        Err(e) => Err(e),
     }
 }
 

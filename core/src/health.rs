@@ -129,8 +129,8 @@ fn describe(error: &Error) -> String {
             "cannot connect".to_owned()
         }
         Error::Database(_) | Error::Migrate(_) => "database error".to_owned(),
-        Error::Queue(_) => "work queue error".to_owned(),
-        Error::Storage(_) => "storage error".to_owned(),
+        Error::Queue { .. } => "work queue error".to_owned(),
+        Error::Storage { .. } => "storage error".to_owned(),
         _ => "unexpected error".to_owned(),
     }
 }
@@ -145,7 +145,7 @@ mod tests {
             ("database", Box::pin(async { Ok(()) })),
             (
                 "queue",
-                Box::pin(async { Err(Error::Queue("https://secret@host".into())) }),
+                Box::pin(async { Err(Error::queue("https://secret@host")) }),
             ),
         ])
         .await;

@@ -15,11 +15,15 @@ pub mod backends;
 pub mod dispatch;
 pub mod duration;
 pub mod health;
+pub mod keys;
+pub mod orchestrator;
 pub mod queue;
+pub mod startup;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
 
+pub use keys::derive_key;
 pub use quire_crds::{ReportFormat, ReportStatus, ReportType, WorkMessage, model};
 
 /// Errors at the seams. Callers map them to HTTP statuses or retry decisions.
@@ -43,25 +47,68 @@ pub enum Error {
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The work queue failed (network, emulator, database queue table).
-    #[error("work queue error: {0}")]
-    Queue(String),
+    #[error("work queue error: {message}")]
+    Queue {
+        /// What failed, with the cause's text: a log line at `%error` is complete.
+        message: String,
+        /// The typed cause (an SDK or I/O error), for callers that inspect it.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// Output storage failed.
-    #[error("output storage error: {0}")]
-    Storage(String),
+    #[error("output storage error: {message}")]
+    Storage {
+        /// What failed, with the cause's text.
+        message: String,
+        /// The typed cause (an SDK or I/O error), for callers that inspect it.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A dependency the operation needs could not be reached and nothing was changed (the
+    /// Kubernetes API did not register a report, say): the caller may try again shortly.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A purpose-specific key derived from a root secret (HMAC-SHA256 keyed by the secret over
-/// `label`), so one configured secret can serve several purposes (JWT signing, download
-/// links) without using the same key for two of them.
-pub fn derive_key(secret: &[u8], label: &str) -> Vec<u8> {
-    use hmac::Mac;
-    let mut mac =
-        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(b"quire/");
-    mac.update(label.as_bytes());
-    mac.finalize().into_bytes().to_vec()
+/// The cause kept inside [`Error::Queue`] and [`Error::Storage`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl Error {
+    /// A work-queue failure with no underlying error (a malformed receipt, say).
+    pub fn queue(message: impl Into<String>) -> Self {
+        Self::Queue {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A work-queue failure caused by `source`; `message` says what failed and includes
+    /// the cause's text.
+    pub fn queue_caused(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Queue {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// An output-storage failure with no underlying error.
+    pub fn storage(message: impl Into<String>) -> Self {
+        Self::Storage {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An output-storage failure caused by `source`; `message` says what failed and
+    /// includes the cause's text.
+    pub fn storage_caused(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Storage {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
 }

@@ -74,7 +74,7 @@ impl Default for WorkerConfig {
 
 /// `host-pid-random`: readable in logs, unique across restarts.
 pub fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    let host = quire_core::startup::identity("worker");
     format!(
         "{host}-{}-{:08x}",
         std::process::id(),

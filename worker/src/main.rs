@@ -1,7 +1,6 @@
 //! `worker`: renders reports from the work queue (database or SQS) against Postgres and
 //! stores them (local directory or S3), as [`BackendArgs`] configures.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,19 +9,18 @@ use anyhow::Context;
 use clap::Parser;
 use quire_core::backends::{BackendArgs, Backends};
 use quire_core::dispatch::AttemptArgs;
-use quire_core::store::{PgStore, PoolSettings};
+use quire_core::startup::{DatabaseArgs, ProbeArgs, WORKER_PROBE_PORT};
 use quire_render::DataSources;
 use quire_worker::{Worker, WorkerConfig};
-use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 /// Quire worker: claims reports from the work queue, renders and stores them.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Config {
-    /// Postgres connection URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: SecretString,
+    /// Postgres (DATABASE_URL, QUIRE_DB_MAX_CONNECTIONS, QUIRE_DB_ACQUIRE_TIMEOUT).
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// Work queue and output storage (QUIRE_QUEUE, QUIRE_STORAGE, …).
     #[command(flatten)]
     backends: BackendArgs,
@@ -44,17 +42,9 @@ struct Config {
     /// Seconds in-flight renders may finish in after SIGTERM before they are handed back.
     #[arg(long, env = "QUIRE_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
-    /// Address of the `/healthz` and `/readyz` probes.
-    #[arg(long, env = "QUIRE_HEALTH_LISTEN", default_value = "0.0.0.0:8081")]
-    health_listen: SocketAddr,
-    /// Largest database connection pool.
-    #[arg(long, env = "QUIRE_DB_MAX_CONNECTIONS", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    db_max_connections: u32,
-    /// Longest a query waits for a database connection (`2s`, `500ms`).
-    #[arg(long, env = "QUIRE_DB_ACQUIRE_TIMEOUT", default_value = "2s",
-          value_parser = quire_core::duration::parse)]
-    db_acquire_timeout: Duration,
+    /// Probes (QUIRE_HEALTH_LISTEN, default 0.0.0.0:8081).
+    #[command(flatten)]
+    probes: ProbeArgs,
 }
 
 #[tokio::main]
@@ -62,15 +52,12 @@ async fn main() -> anyhow::Result<()> {
     quire_core::telemetry::init();
     let config = Config::parse();
     config.backends.validate()?;
-    let store = PgStore::connect(
-        config.database_url.expose_secret(),
-        PoolSettings {
-            max_connections: config.db_max_connections,
-            acquire_timeout: config.db_acquire_timeout,
-        },
-    )
-    .await
-    .context("connecting to the database at DATABASE_URL")?;
+    config.database.url()?;
+    let store = config
+        .database
+        .connect()
+        .await
+        .context("connecting to the database at DATABASE_URL")?;
     // The worker only writes outputs; download links are signed by the API server.
     let Backends { queue, storage, .. } = config.backends.build(store.pool(), None).await?;
     tracing::info!(queue = ?config.backends.queue, storage = ?config.backends.storage, "backends");
@@ -94,20 +81,16 @@ async fn main() -> anyhow::Result<()> {
     };
     let store = Arc::new(store);
     let probes = quire_worker::health::router(store.clone(), queue.clone(), storage.clone());
-    let listener = tokio::net::TcpListener::bind(config.health_listen)
-        .await
-        .with_context(|| format!("binding {} (QUIRE_HEALTH_LISTEN)", config.health_listen))?;
-    tracing::info!(address = %listener.local_addr()?, "probes listening");
     // Served until the worker has drained, so the kubelet sees it alive while it finishes.
     let drained = CancellationToken::new();
-    let probes = {
-        let drained = drained.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, probes)
-                .with_graceful_shutdown(drained.cancelled_owned())
-                .await
-        })
-    };
+    let probes = config
+        .probes
+        .serve(WORKER_PROBE_PORT, probes, drained.clone())
+        .await
+        .with_context(|| {
+            let address = config.probes.address(WORKER_PROBE_PORT);
+            format!("binding {address} (QUIRE_HEALTH_LISTEN)")
+        })?;
 
     let worker = Arc::new(Worker::new(
         store,
@@ -120,9 +103,6 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(quire_core::telemetry::cancel_on_signal(shutdown.clone()));
     worker.run(shutdown).await;
     drained.cancel();
-    probes
-        .await
-        .context("the probe server panicked")?
-        .context("serving the probes")?;
+    probes.stopped().await.context("serving the probes")?;
     Ok(())
 }

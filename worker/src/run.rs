@@ -553,7 +553,7 @@ impl Worker {
                     interrupted = Some(receive);
                     break;
                 }
-                r = &mut receive => r.unwrap_or_else(|e| Err(quire_core::Error::Queue(format!("the receive task failed: {e}")))),
+                r = &mut receive => r.unwrap_or_else(|e| Err(quire_core::Error::queue(format!("the receive task failed: {e}")))),
             };
             let deliveries = match received {
                 Ok(d) => {

@@ -22,6 +22,7 @@ use axum::Router;
 use axum::routing::get;
 use quire_api::{ApiConfig, AppState, app, serve};
 use quire_core::dispatch::QueueDispatcher;
+use quire_core::orchestrator::Builtin;
 use quire_core::queue::{SqsQueue, WorkQueue};
 use quire_core::storage::S3Storage;
 use quire_core::store::{PgStore, RecordStore};
@@ -235,7 +236,7 @@ impl Pipeline {
         let state = AppState::new(
             config,
             records,
-            dispatcher,
+            Arc::new(Builtin::dispatch_only(dispatcher)),
             storage.clone(),
             queue.clone(),
             None,

@@ -21,6 +21,7 @@ use quire_api::{ApiConfig, AppState, app, serve};
 use quire_core::aws::AwsTimeouts;
 use quire_core::dispatch::{Dispatcher, QueueDispatcher, RescuePolicy, Rescued};
 use quire_core::model::{Claim, Inserted, Lease, NewReport, NewUser, Report, StoredOutput};
+use quire_core::orchestrator::Builtin;
 use quire_core::queue::{DatabaseQueue, Delivery, SqsQueue, WorkQueue};
 use quire_core::storage::{DownloadUrl, LocalStorage, ObjectMeta, OutputStorage, S3Storage};
 use quire_core::store::{PgStore, PoolSettings, RecordStore};
@@ -572,7 +573,14 @@ async fn api(
     }
     let mut config = ApiConfig::new(SecretString::from("reliability-secret-reliability-secret"));
     config.bcrypt_cost = 4;
-    let state = AppState::new(config, store, dispatcher, local.clone(), queue, Some(local));
+    let state = AppState::new(
+        config,
+        store,
+        Arc::new(Builtin::dispatch_only(dispatcher)),
+        local.clone(),
+        queue,
+        Some(local),
+    );
     tokio::spawn(serve(listener, app(state), async move {
         shutdown.cancelled().await
     }));

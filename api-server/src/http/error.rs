@@ -13,6 +13,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+/// How soon a client refused because a dependency was unreachable (and nothing was
+/// changed) should try again.
+const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// Every error a handler or extractor can answer with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -172,7 +176,11 @@ impl From<quire_core::Error> for ApiError {
                 Self::Conflict("the request conflicts with the current state".to_owned())
             }
             E::Database(e) if database_unavailable(&e) => Self::Unavailable(e.into()),
-            e @ (E::Queue(_) | E::Storage(_)) => Self::Unavailable(e.into()),
+            e @ (E::Queue { .. } | E::Storage { .. }) => Self::Unavailable(e.into()),
+            E::Unavailable(message) => Self::ServiceUnavailable {
+                message,
+                retry_after: UNAVAILABLE_RETRY_AFTER,
+            },
             e => Self::Internal(e.into()),
         }
     }

@@ -3,9 +3,6 @@
 //! Every route requires a signed-in user and only ever shows that user's reports: another
 //! user's report answers 404, exactly like one that does not exist.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -16,7 +13,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use futures::StreamExt;
 use quire_core::model::{Cancelled, Inserted, NewReport, Report, ReportFilter};
-use quire_core::store::RecordStore;
 use quire_core::{ReportFormat, ReportStatus, ReportType};
 use quire_crds::UnknownVariant;
 use serde::{Deserialize, Serialize};
@@ -30,7 +26,6 @@ use view::{download_link, view};
 
 use super::auth::AuthUser;
 use super::error::{ApiError, Json, Path, Query};
-use crate::cluster::ReportRequests;
 use crate::state::AppState;
 
 /// Page size when the client does not ask for one.
@@ -94,14 +89,12 @@ impl CreateReport {
     }
 }
 
-/// `POST /reports`: stores the report and dispatches it. Once the row is committed the
-/// answer is 202, whatever the queue does: when dispatch fails or takes longer than
-/// [`DISPATCH_BUDGET`] the report is answered `pending` and the sweep (or the rescuer)
-/// sends it later.
+/// `POST /reports`: stores the report and hands it to the [`Orchestrator`]: 202 once it
+/// accepted it (`queued`, or `pending` while the queue is slow or down: the built-in
+/// orchestrator's sweep sends it later); 503 when it could not, and then nothing was
+/// created (cluster mode, the Kubernetes API unreachable).
 ///
-/// In cluster mode the report is registered as a `ReportRequest` instead and stays
-/// `pending` until the controller dispatches it. Row and resource are one step: when the
-/// resource cannot be created the row is deleted again and the client gets a 503.
+/// [`Orchestrator`]: quire_core::orchestrator::Orchestrator
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 async fn create_report(
     State(state): State<AppState>,
@@ -126,17 +119,9 @@ async fn create_report(
         other => other?,
     };
     let (report, replayed) = match inserted {
-        Inserted::Created(report) => {
-            let report = match state.report_requests() {
-                Some(requests) => {
-                    register_new(state.store().clone(), requests.clone(), report).await?
-                }
-                None => dispatch(&state, report).await,
-            };
-            (report, false)
-        }
+        Inserted::Created(report) => (state.orchestrator().accept(report).await?, false),
         Inserted::Existing(report) if report.request_fingerprint == fingerprint => {
-            ensure_registered(&state, &report).await?;
+            state.orchestrator().ensure(&report).await?;
             (report, true)
         }
         Inserted::Existing(_) => {
@@ -160,121 +145,6 @@ async fn create_report(
         );
     }
     Ok(response)
-}
-
-/// How long `POST /reports` waits for a new report's work message to be sent before it
-/// answers `pending` anyway: the send goes on in the background, and if it fails the
-/// sweep sends it later. A slow or black-holed queue never holds the client.
-const DISPATCH_BUDGET: Duration = Duration::from_secs(1);
-
-/// Dispatches a new report and returns it as it now stands (`queued` on success, `pending`
-/// when the queue failed or was too slow). Never fails: the row is committed, so the report
-/// will be processed and the client must hear 202.
-async fn dispatch(state: &AppState, report: Report) -> Report {
-    let dispatcher = state.dispatcher().clone();
-    let pending = report.clone();
-    // Its own task, so neither the budget nor a client hanging up cuts a send short.
-    let send = tokio::spawn(async move { dispatcher.dispatch(&pending).await });
-    match tokio::time::timeout(DISPATCH_BUDGET, send).await {
-        Ok(Ok(Ok(current))) => current,
-        Ok(Ok(Err(e))) => {
-            tracing::warn!(report_id = %report.id, error = %e, "dispatch failed; the report stays pending for the sweep");
-            report
-        }
-        Ok(Err(e)) => {
-            tracing::error!(report_id = %report.id, error = %e, "the dispatch task failed; the report stays pending for the sweep");
-            report
-        }
-        Err(_) => {
-            tracing::warn!(report_id = %report.id, budget = ?DISPATCH_BUDGET, "the queue is slow; answering pending while the send goes on");
-            report
-        }
-    }
-}
-
-/// How soon a client refused because the cluster could not be reached should retry.
-const REGISTRATION_RETRY_AFTER: Duration = Duration::from_secs(5);
-
-/// Cluster mode: registers a just-inserted report as a `ReportRequest`, or deletes its row
-/// again and answers 503, so no report exists that the controller will never see.
-///
-/// Runs as its own task: a client hanging up mid-request must not cancel the step between
-/// the row and its resource (nothing else would ever register or remove that row).
-async fn register_new(
-    store: Arc<dyn RecordStore>,
-    requests: ReportRequests,
-    report: Report,
-) -> Result<Report, ApiError> {
-    let task = tokio::spawn(async move {
-        let Err(e) = requests.ensure(&report).await else {
-            tracing::info!(
-                report_id = %report.id,
-                namespace = requests.namespace(),
-                "ReportRequest created"
-            );
-            return Ok(report);
-        };
-        tracing::error!(
-            report_id = %report.id,
-            namespace = requests.namespace(),
-            error = %e,
-            "could not create the ReportRequest; deleting the report"
-        );
-        if let Err(e) = store.delete_report(report.id).await {
-            // Left `pending` with no resource: an idempotent retry of the request heals it.
-            tracing::error!(
-                report_id = %report.id,
-                error = %e,
-                "could not delete the unregistered report"
-            );
-        }
-        if e.may_have_created() {
-            // A timeout or a server error may still have created it; best effort, after
-            // the answer, so the client is not kept waiting on a struggling API server.
-            let id = report.id;
-            tokio::spawn(async move {
-                if let Err(e) = requests.remove(id).await {
-                    tracing::warn!(
-                        report_id = %id,
-                        error = %e,
-                        "could not remove a possibly created ReportRequest"
-                    );
-                }
-            });
-        }
-        Err(ApiError::ServiceUnavailable {
-            message: "the report could not be registered with the cluster and was not \
-                      created; try again shortly"
-                .to_owned(),
-            retry_after: REGISTRATION_RETRY_AFTER,
-        })
-    });
-    task.await.map_err(ApiError::internal)?
-}
-
-/// Cluster mode, idempotent replay: a report still `pending` may have lost its
-/// `ReportRequest` to a crash right after the insert, so create it (again). The row stays
-/// either way: it was acknowledged before.
-async fn ensure_registered(state: &AppState, report: &Report) -> Result<(), ApiError> {
-    let Some(requests) = state.report_requests() else {
-        return Ok(());
-    };
-    if report.status != ReportStatus::Pending {
-        return Ok(());
-    }
-    requests.ensure(report).await.map_err(|e| {
-        tracing::error!(
-            report_id = %report.id,
-            namespace = requests.namespace(),
-            error = %e,
-            "could not ensure the ReportRequest of a replayed report"
-        );
-        ApiError::ServiceUnavailable {
-            message: "the report could not be registered with the cluster; try again shortly"
-                .to_owned(),
-            retry_after: REGISTRATION_RETRY_AFTER,
-        }
-    })
 }
 
 /// The `Idempotency-Key` header, if any: 1–255 visible ASCII characters.

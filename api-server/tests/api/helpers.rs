@@ -1,5 +1,5 @@
 //! `spawn_app()`: the real app on 127.0.0.1:0 against a fresh Postgres database, the
-//! database queue, local storage in a temporary directory and the built-in dispatcher.
+//! database queue, local storage in a temporary directory and the built-in orchestrator.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,9 +8,11 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
+use quire_api::cluster::Kubernetes;
 use quire_api::{ApiConfig, AppState, ReportRequests, app, serve};
 use quire_core::dispatch::{Dispatcher, QueueDispatcher};
 use quire_core::model::{Claim, Lease, Report};
+use quire_core::orchestrator::{Builtin, Orchestrator};
 use quire_core::queue::{DatabaseQueue, WorkQueue};
 use quire_core::storage::{LocalStorage, OutputStorage, output_key, output_meta};
 use quire_core::store::{PgStore, RecordStore};
@@ -63,7 +65,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ApiConfig)) -> TestApp {
     let pg = quire_testing::fresh_postgres().await;
     let queue = Arc::new(DatabaseQueue::postgres(pg.pool().clone()));
     let store: Arc<dyn RecordStore> = pg.clone();
-    spawn(store, Some(pg), queue, Vec::new(), None, None, configure).await
+    spawn(store, Some(pg), queue, Vec::new(), None, configure).await
 }
 
 /// [`spawn_app`] whose dispatcher always fails, as when the work queue is down.
@@ -71,33 +73,31 @@ pub async fn spawn_app_with_failing_dispatch() -> TestApp {
     let pg = quire_testing::fresh_postgres().await;
     let queue = Arc::new(DatabaseQueue::postgres(pg.pool().clone()));
     let store: Arc<dyn RecordStore> = pg.clone();
-    let dispatcher: Arc<dyn Dispatcher> = Arc::new(FailingDispatcher);
+    let orchestrator = Arc::new(Builtin::dispatch_only(Arc::new(FailingDispatcher)));
     spawn(
         store,
         Some(pg),
         queue,
         Vec::new(),
-        Some(dispatcher),
-        None,
+        Some(orchestrator),
         |_| {},
     )
     .await
 }
 
 /// [`spawn_app`] in cluster mode: reports become `ReportRequest`s through `report_requests`
-/// (e.g. on a [`quire_testing::kube_api::FakeApiServer`]). The built-in dispatcher is still
-/// wired, as in the binary, so a test sees it if the API server wrongly dispatches.
+/// (e.g. on a [`quire_testing::kube_api::FakeApiServer`]), the [`Kubernetes`] orchestrator.
 pub async fn spawn_cluster_app(report_requests: ReportRequests) -> TestApp {
     let pg = quire_testing::fresh_postgres().await;
     let queue = Arc::new(DatabaseQueue::postgres(pg.pool().clone()));
     let store: Arc<dyn RecordStore> = pg.clone();
+    let orchestrator = Arc::new(Kubernetes::new(store.clone(), report_requests));
     spawn(
         store,
         Some(pg),
         queue,
         Vec::new(),
-        None,
-        Some(report_requests),
+        Some(orchestrator),
         |_| {},
     )
     .await
@@ -108,7 +108,7 @@ struct FailingDispatcher;
 #[async_trait::async_trait]
 impl Dispatcher for FailingDispatcher {
     async fn dispatch(&self, _: &Report) -> quire_core::Result<Report> {
-        Err(quire_core::Error::Queue("the work queue is down".into()))
+        Err(quire_core::Error::queue("the work queue is down"))
     }
 }
 
@@ -116,7 +116,7 @@ impl Dispatcher for FailingDispatcher {
 pub async fn spawn_sqlite_app() -> TestApp {
     let (sqlite, dir) = quire_testing::fresh_sqlite().await;
     let queue = Arc::new(DatabaseQueue::sqlite(sqlite.pool().clone()));
-    spawn(sqlite, None, queue, vec![dir], None, None, |_| {}).await
+    spawn(sqlite, None, queue, vec![dir], None, |_| {}).await
 }
 
 async fn spawn(
@@ -124,8 +124,7 @@ async fn spawn(
     pg: Option<Arc<PgStore>>,
     queue: Arc<DatabaseQueue>,
     mut dirs: Vec<tempfile::TempDir>,
-    dispatcher: Option<Arc<dyn Dispatcher>>,
-    report_requests: Option<ReportRequests>,
+    orchestrator: Option<Arc<dyn Orchestrator>>,
     configure: impl FnOnce(&mut ApiConfig),
 ) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -143,20 +142,19 @@ async fn spawn(
     let mut config = ApiConfig::new(SecretString::from(JWT_SECRET));
     config.bcrypt_cost = 4;
     configure(&mut config);
-    let dispatcher =
-        dispatcher.unwrap_or_else(|| Arc::new(QueueDispatcher::new(store.clone(), queue.clone())));
+    let orchestrator = orchestrator.unwrap_or_else(|| {
+        let dispatcher = Arc::new(QueueDispatcher::new(store.clone(), queue.clone()));
+        Arc::new(Builtin::dispatch_only(dispatcher))
+    });
     let work_queue: Arc<dyn WorkQueue> = queue.clone();
-    let mut state = AppState::new(
+    let state = AppState::new(
         config,
         store.clone(),
-        dispatcher,
+        orchestrator,
         storage.clone(),
         work_queue,
         Some(storage.clone()),
     );
-    if let Some(report_requests) = report_requests {
-        state = state.with_report_requests(report_requests);
-    }
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(serve(listener, app(state.clone()), async move {

@@ -320,12 +320,12 @@ fn decode_receipt(receipt: &Receipt) -> Result<(Uuid, Uuid)> {
         .0
         .split_once('.')
         .and_then(|(id, token)| Some((Uuid::parse_str(id).ok()?, Uuid::parse_str(token).ok()?)))
-        .ok_or_else(|| Error::Queue(format!("malformed receipt `{}`", receipt.0)))
+        .ok_or_else(|| Error::queue(format!("malformed receipt `{}`", receipt.0)))
 }
 
 fn require_current(rows_affected: u64, receipt: &Receipt) -> Result<()> {
     if rows_affected == 0 {
-        return Err(Error::Queue(format!(
+        return Err(Error::queue(format!(
             "receipt is stale (the message was received again, deleted or dead-lettered): {}",
             receipt.0
         )));

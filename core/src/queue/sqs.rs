@@ -159,17 +159,17 @@ impl SqsQueue {
             return Ok(None);
         };
         let policy: serde_json::Value = serde_json::from_str(policy)
-            .map_err(|e| Error::Queue(format!("the redrive policy is not JSON: {e}")))?;
+            .map_err(|e| Error::queue_caused(format!("the redrive policy is not JSON: {e}"), e))?;
         let arn = policy
             .get("deadLetterTargetArn")
             .and_then(|arn| arn.as_str())
             .ok_or_else(|| {
-                Error::Queue("the redrive policy names no deadLetterTargetArn".to_owned())
+                Error::queue("the redrive policy names no deadLetterTargetArn".to_owned())
             })?;
         // arn:PARTITION:sqs:REGION:ACCOUNT:NAME
         let parts: Vec<&str> = arn.splitn(6, ':').collect();
         let [_, _, _, _, account, name] = parts.as_slice() else {
-            return Err(Error::Queue(format!(
+            return Err(Error::queue(format!(
                 "malformed dead-letter queue ARN `{arn}`"
             )));
         };
@@ -306,7 +306,7 @@ impl WorkQueue for SqsQueue {
                 .into_iter()
                 .map(|message| {
                     let receipt = message.receipt_handle.ok_or_else(|| {
-                        Error::Queue("SQS returned a message without a receipt handle".into())
+                        Error::queue("SQS returned a message without a receipt handle")
                     })?;
                     let body = message.body.unwrap_or_default();
                     let receive_count = message
@@ -362,7 +362,7 @@ impl WorkQueue for SqsQueue {
             return self.delete(receipt).await;
         };
         let Some(body) = body else {
-            return Err(Error::Queue(
+            return Err(Error::queue(
                 "cannot dead-letter a message that was not received through this SqsQueue \
                  (SQS gives its body only to the receiver); it will reappear, and the queue's \
                  redrive policy moves it after maxReceiveCount receives"
@@ -381,7 +381,7 @@ impl WorkQueue for SqsQueue {
             .data_type("String")
             .string_value(reason)
             .build()
-            .map_err(|e| Error::Queue(format!("dead-letter reason attribute: {e}")))?;
+            .map_err(|e| Error::queue_caused(format!("dead-letter reason attribute: {e}"), e))?;
         self.client
             .send_message()
             .queue_url(dead_letter_queue_url)
@@ -412,8 +412,8 @@ impl WorkQueue for SqsQueue {
 /// (which never include credentials). Receipts SQS refuses say "stale".
 fn queue_error<E, R>(action: &str, error: SdkError<E, R>) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
 {
     let stale = match error.code() {
         Some("ReceiptHandleIsInvalid" | "MessageNotInflight") => true,
@@ -423,15 +423,16 @@ where
         }
         _ => false,
     };
-    let error = DisplayErrorContext(&error);
-    if stale {
-        Error::Queue(format!(
+    let text = DisplayErrorContext(&error).to_string();
+    let message = if stale {
+        format!(
             "{action}: the receipt is stale or invalid (the message was deleted or received \
-             again, or the handle is malformed): {error}"
-        ))
+             again, or the handle is malformed): {text}"
+        )
     } else {
-        Error::Queue(format!("{action}: {error}"))
-    }
+        format!("{action}: {text}")
+    };
+    Error::queue_caused(message, error)
 }
 
 /// Whole seconds, rounded up, as SQS takes them.

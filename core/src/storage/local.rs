@@ -172,7 +172,7 @@ impl OutputStorage for LocalStorage {
             }),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
-                Err(Error::Storage(format!("storing {key}: {e}")))
+                Err(Error::storage_caused(format!("storing {key}: {e}"), e))
             }
         }
     }
@@ -181,7 +181,7 @@ impl OutputStorage for LocalStorage {
         match tokio::fs::remove_file(self.path_of(key)?).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::Storage(format!("deleting {key}: {e}"))),
+            Err(e) => Err(Error::storage_caused(format!("deleting {key}: {e}"), e)),
         }
     }
 
@@ -200,7 +200,7 @@ impl OutputStorage for LocalStorage {
                 sha256: hex::encode(sha256),
             })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Storage(format!("reading {key}: {e}"))),
+            Err(e) => Err(Error::storage_caused(format!("reading {key}: {e}"), e)),
         }
     }
 

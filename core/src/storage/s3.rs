@@ -124,7 +124,7 @@ impl S3Storage {
             .path(path)
             .build()
             .await
-            .map_err(|e| Error::Storage(format!("reading {}: {e}", path.display())))?;
+            .map_err(|e| Error::storage_caused(format!("reading {}: {e}", path.display()), e))?;
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -166,7 +166,7 @@ impl S3Storage {
             .await
             .map_err(|e| storage_error("starting a multipart upload of", object_key, e))?;
         let upload_id = upload.upload_id().ok_or_else(|| {
-            Error::Storage(format!(
+            Error::storage(format!(
                 "starting a multipart upload of {object_key}: no upload id"
             ))
         })?;
@@ -211,7 +211,9 @@ impl S3Storage {
                 .length(Length::Exact(length))
                 .build()
                 .await
-                .map_err(|e| Error::Storage(format!("reading {}: {e}", path.display())))?;
+                .map_err(|e| {
+                    Error::storage_caused(format!("reading {}: {e}", path.display()), e)
+                })?;
             let uploaded = self
                 .client
                 .upload_part()
@@ -296,7 +298,7 @@ impl OutputStorage for S3Storage {
         let object_key = self.object_key(key)?;
         let (size, sha256) = size_and_sha256(path)
             .await
-            .map_err(|e| Error::Storage(format!("reading {}: {e}", path.display())))?;
+            .map_err(|e| Error::storage_caused(format!("reading {}: {e}", path.display()), e))?;
         if size > self.multipart_threshold {
             self.put_multipart(&object_key, path, meta, size, &sha256)
                 .await?;
@@ -427,13 +429,11 @@ impl OutputStorage for S3Storage {
 /// include credentials).
 fn storage_error<E, R>(action: &str, object: &str, error: SdkError<E, R>) -> Error
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    Error::Storage(format!(
-        "{action} {object}: {}",
-        DisplayErrorContext(&error)
-    ))
+    let message = format!("{action} {object}: {}", DisplayErrorContext(&error));
+    Error::storage_caused(message, error)
 }
 
 /// `attachment; filename="…"`, with an RFC 6266 `filename*` for names that are not plain

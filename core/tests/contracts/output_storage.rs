@@ -301,7 +301,7 @@ impl StorageUnderTest for S3 {
             .send()
             .await
             .map_err(|e| {
-                quire_core::Error::Storage(aws_sdk_s3::error::DisplayErrorContext(&e).to_string())
+                quire_core::Error::storage(aws_sdk_s3::error::DisplayErrorContext(&e).to_string())
             })?;
         // A multipart object's ETag is `"<hash>-<parts>"`; a single upload's has no dash.
         let etag = head.e_tag().unwrap_or_default().trim_matches('"');

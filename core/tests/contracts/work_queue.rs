@@ -158,7 +158,7 @@ impl QueueUnderTest for Sqs {
                 .send()
                 .await
                 .map_err(|e| {
-                    Error::Queue(format!(
+                    Error::queue(format!(
                         "reading dead letters: {}",
                         aws_sdk_sqs::error::DisplayErrorContext(&e)
                     ))
@@ -251,7 +251,7 @@ async fn assert_empty(queue: &Queue) -> Result<()> {
 
 fn assert_stale(result: Result<()>) {
     assert!(
-        matches!(&result, Err(Error::Queue(m)) if m.contains("stale")),
+        matches!(&result, Err(Error::Queue { message, .. }) if message.contains("stale")),
         "{result:?}"
     );
 }
@@ -268,7 +268,7 @@ fn assert_stale_or_tolerated(queue: &Queue, result: Result<()>) {
     } else {
         match &result {
             Ok(()) => {}
-            Err(Error::Queue(m)) if m.contains("stale") => {}
+            Err(Error::Queue { message, .. }) if message.contains("stale") => {}
             Err(e) => panic!("neither accepted nor refused as stale: {e:?}"),
         }
     }
@@ -407,10 +407,10 @@ async fn a_dead_lettered_message_is_never_redelivered_and_is_listed(queue: Queue
 
 async fn a_malformed_receipt_is_an_error(queue: Queue) -> Result<()> {
     let bogus = Receipt("not-a-receipt".to_owned());
-    assert!(matches!(queue.ack(&bogus).await, Err(Error::Queue(_))));
+    assert!(matches!(queue.ack(&bogus).await, Err(Error::Queue { .. })));
     assert!(matches!(
         queue.extend(&bogus, HOLD).await,
-        Err(Error::Queue(_))
+        Err(Error::Queue { .. })
     ));
     Ok(())
 }
@@ -588,7 +588,7 @@ mod sqs_only {
         let held = receive_one(&elsewhere, NOW, SHORT).await?;
         // This handle never saw the body, so it cannot forward it.
         let refused = queue.dead_letter(&held.receipt, "unparseable").await;
-        assert!(matches!(refused, Err(Error::Queue(_))), "{refused:?}");
+        assert!(matches!(refused, Err(Error::Queue { .. })), "{refused:?}");
         tokio::time::sleep(SHORT + Duration::from_millis(500)).await;
         let again = receive_one(&queue, REAPPEAR, HOLD).await?;
         assert_eq!((again.body.as_str(), again.receive_count), ("poison", 2));
