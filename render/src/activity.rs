@@ -11,9 +11,8 @@ use crate::error::RenderError;
 use crate::output::{AtomicOutput, write_atomically};
 use crate::pdf::{
     ACCENT, Align, Column, GREY, PageSize, PdfWriter, Table, fit_widths, horizontal_bar_chart,
-    vertical_bar_chart,
+    status_bars, vertical_bar_chart,
 };
-use crate::profile::status_bars;
 use crate::progress::Progress;
 use crate::text::{Font, text_width_capped};
 

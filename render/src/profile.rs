@@ -9,10 +9,10 @@ use quire_crds::{ReportStatus, ReportType};
 use crate::error::RenderError;
 use crate::output::write_atomically;
 use crate::pdf::{
-    Align, Column, GREY, PageSize, PdfWriter, Rgbf, Table, format_time, horizontal_bar_chart,
+    Align, Column, GREY, PageSize, PdfWriter, Table, format_time, horizontal_bar_chart, status_bars,
 };
 use crate::progress::Progress;
-use crate::text::{Font, text_width};
+use crate::text::{Font, capitalize, text_width};
 
 /// What a profile report shows.
 #[derive(Clone, Debug)]
@@ -100,31 +100,4 @@ fn counts_table(w: &mut PdfWriter, counts: &ReportCounts) {
     totals.push(counts.total().to_string());
     table.draw_row(w, &totals, Font::Bold);
     table.finish(w);
-}
-
-/// One bar per status, in lifecycle order, each in its status colour.
-pub(crate) fn status_bars(count: impl Fn(ReportStatus) -> i64) -> Vec<(String, i64, Rgbf)> {
-    ReportStatus::ALL
-        .iter()
-        .map(|s| (capitalize(s.as_str()), count(*s), status_color(*s)))
-        .collect()
-}
-
-pub(crate) fn status_color(status: ReportStatus) -> Rgbf {
-    match status {
-        ReportStatus::Pending => (0.62, 0.62, 0.62),
-        ReportStatus::Queued => (0.55, 0.71, 0.87),
-        ReportStatus::Running => (0.22, 0.42, 0.69),
-        ReportStatus::Completed => (0.30, 0.63, 0.36),
-        ReportStatus::Failed => (0.80, 0.27, 0.25),
-        ReportStatus::Cancelled => (0.90, 0.60, 0.20),
-    }
-}
-
-pub(crate) fn capitalize(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }

@@ -1,5 +1,5 @@
-//! Text for PDF output: WinAnsi-safe strings, Helvetica widths, truncation to a width, and
-//! the text form of JSON cell values.
+//! Text for PDF output: WinAnsi-safe strings, Helvetica widths, truncation to a width,
+//! the text form of JSON cell values, and capitalised labels.
 
 use std::borrow::Cow;
 
@@ -169,6 +169,15 @@ pub(crate) fn cell_text(value: &Value) -> Cow<'_, str> {
         Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
         Value::Number(n) => Cow::Owned(n.to_string()),
         Value::Array(_) | Value::Object(_) => Cow::Owned(value.to_string()),
+    }
+}
+
+/// `s` with its first character upper-cased, for labels such as report types and statuses.
+pub(crate) fn capitalize(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
