@@ -16,7 +16,7 @@
 //!
 //! Users pick a data source by name; they never supply a URL. The operator lists the
 //! sources in a TOML file whose path is in `QUIRE_DATA_SOURCES_FILE`
-//! (see [`DataSources::from_env`]):
+//! (the worker loads it with [`DataSources::from_file`]):
 //!
 //! ```toml
 //! [sources.games]
@@ -60,7 +60,4 @@ pub use error::{ConfigError, RenderError};
 pub use fetch::{Dataset, fetch_dataset};
 pub use profile::{ProfileData, render_profile};
 pub use progress::Progress;
-pub use sources::{
-    DATA_SOURCES_FILE_ENV, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT, DataSource,
-    DataSources,
-};
+pub use sources::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT, DataSource, DataSources};

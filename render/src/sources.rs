@@ -11,8 +11,6 @@ use url::Url;
 
 use crate::error::ConfigError;
 
-/// Environment variable holding the path of the data source file.
-pub const DATA_SOURCES_FILE_ENV: &str = "QUIRE_DATA_SOURCES_FILE";
 /// Whole-request timeout of a source that sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Response size cap of a source that sets none: 10 MiB.
@@ -171,15 +169,6 @@ impl DataSources {
             source,
         })?;
         Self::from_toml_str(&text).map_err(|e| e.with_path(path))
-    }
-
-    /// Loads the file named by `QUIRE_DATA_SOURCES_FILE`, or no sources when it is unset
-    /// or empty.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        match std::env::var_os(DATA_SOURCES_FILE_ENV) {
-            Some(path) if !path.is_empty() => Self::from_file(Path::new(&path)),
-            _ => Ok(Self::empty()),
-        }
     }
 
     /// The configured names, sorted.

@@ -16,6 +16,8 @@ use crate::model::{
 };
 
 pub mod postgres;
+mod records;
+mod rows;
 mod sql;
 pub mod sqlite;
 pub(crate) mod timestamp;

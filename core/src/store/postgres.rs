@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::sql;
+use super::records;
 use crate::Result;
 
 /// How the connection pool behaves.
@@ -96,4 +96,4 @@ impl fmt::Debug for PgStore {
     }
 }
 
-sql::impl_record_store!(PgStore);
+records::impl_record_store!(PgStore);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-use super::sql;
+use super::records;
 use crate::Result;
 
 /// Connections in the pool. SQLite runs one writer at a time anyway; a few connections let
@@ -69,4 +69,4 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
-sql::impl_record_store!(SqliteStore);
+records::impl_record_store!(SqliteStore);
