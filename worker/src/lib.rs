@@ -5,6 +5,14 @@
 //! delivery from start to finish and returns an [`Outcome`], so tests drive it directly;
 //! [`Worker::run`] is the loop around it (long poll, bounded concurrency, graceful shutdown).
 //!
+//! Where things are:
+//! - `lib.rs` (this file): [`WorkerConfig`], [`Worker`] and the retry backoff both halves use.
+//! - `delivery.rs`: one delivery from receipt to [`Outcome`]: claim, heartbeat, render,
+//!   store, and every way of recording how it ended.
+//! - `run.rs`: the receive loop and graceful shutdown.
+//! - `render.rs`: gathers a report's data and renders it to a file (`RenderJob`).
+//! - [`health`]: the worker's `/healthz` and `/readyz` probes.
+//!
 //! Invariants:
 //! - The message is only a pointer: ownership, type, format and parameters come from the
 //!   report row, never from the message body.
@@ -12,6 +20,7 @@
 //! - Every state change goes through the store's conditional updates under this worker's
 //!   lease, so duplicate deliveries, lease expiry and cancellation race safely.
 
+mod delivery;
 pub mod health;
 mod render;
 mod run;
@@ -24,7 +33,7 @@ use quire_core::storage::OutputStorage;
 use quire_core::store::RecordStore;
 use quire_render::DataSources;
 
-pub use run::Outcome;
+pub use delivery::Outcome;
 
 /// Tuning of a worker. Defaults suit production; tests shorten the durations.
 #[derive(Clone, Debug)]
