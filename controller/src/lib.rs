@@ -7,12 +7,12 @@
 //! - [`wake`]: Postgres `LISTEN`/`NOTIFY` turned into reconcile triggers.
 //! - [`metrics`]: Prometheus metrics; [`probes`] serves them with `/healthz` and `/readyz`.
 //! - [`run`]: leader election through a `coordination.k8s.io` Lease
-//!   (kube-lease-manager) around the controller, so two replicas never both act.
+//!   (kube-lease-manager) around the controller, so two replicas never both act; it fails
+//!   with a [`RunError`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
 use futures::StreamExt;
@@ -34,6 +34,17 @@ pub mod wake;
 
 pub use metrics::Metrics;
 pub use reconciler::{Context, Error, error_policy, reconcile};
+
+/// Why [`run`] stopped before it was told to.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("setting up leader election")]
+    LeaderElection(#[source] LeaseManagerError),
+    #[error("leader election stopped unexpectedly")]
+    LeaderElectionStopped,
+    #[error("listening for report changes in Postgres")]
+    Listen(#[source] sqlx::Error),
+}
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -88,7 +99,7 @@ pub async fn run(
     pool: PgPool,
     settings: Settings,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
     let Some(election) = settings.leader_election.clone() else {
         ctx.metrics.set_leader(true);
         reconcile_until(&ctx, &pool, &settings, shutdown.clone()).await?;
@@ -102,7 +113,7 @@ pub async fn run(
         .with_grace(election.renew_grace)
         .build()
         .await
-        .context("setting up leader election")?;
+        .map_err(RunError::LeaderElection)?;
     let (mut leading, lease_task) = manager.watch().await;
     tracing::info!(lease = %election.lease_name, identity = %election.identity, "standing by for the lease");
     let outcome = loop {
@@ -110,7 +121,7 @@ pub async fn run(
             () = shutdown.cancelled() => break Ok(()),
             changed = leading.wait_for(|leader| *leader) => {
                 if changed.is_err() {
-                    break Err(anyhow::anyhow!("leader election stopped unexpectedly"));
+                    break Err(RunError::LeaderElectionStopped);
                 }
             }
         }
@@ -152,11 +163,9 @@ async fn reconcile_until(
     pool: &PgPool,
     settings: &Settings,
     stop: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
     let api: Api<ReportRequest> = Api::namespaced(ctx.client.clone(), &settings.namespace);
-    let listener = wake::listen(pool)
-        .await
-        .context("listening for report changes in Postgres")?;
+    let listener = wake::listen(pool).await.map_err(RunError::Listen)?;
     let controller = Controller::new(api, watcher::Config::default().any_semantic()).with_config(
         controller::Config::default()
             .concurrency(settings.concurrency)

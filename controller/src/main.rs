@@ -152,5 +152,5 @@ async fn main() -> anyhow::Result<()> {
     }
     pool.close().await;
     tracing::info!("controller stopped");
-    outcome
+    Ok(outcome?)
 }

@@ -14,7 +14,7 @@ use chrono::Utc;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
-use quire_controller::{Context, LeaderElection, Metrics, Settings, run};
+use quire_controller::{Context, LeaderElection, Metrics, RunError, Settings, run};
 use quire_core::dispatch::QueueDispatcher;
 use quire_core::model::{Claim, Lease as WorkLease, NewReport, NewUser, Report, StoredOutput};
 use quire_core::queue::{DatabaseQueue, WorkQueue};
@@ -44,7 +44,7 @@ struct Harness {
 /// A running controller.
 struct Running {
     shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), RunError>>,
     metrics: Arc<Metrics>,
 }
 

@@ -122,14 +122,14 @@ impl BackendArgs {
     /// Checks that every setting the chosen backends need is there, without the network.
     pub fn validate(&self) -> Result<()> {
         if self.queue == QueueBackend::Sqs
-            && !self.sqs_queue_url.as_deref().is_some_and(|u| !u.is_empty())
+            && self.sqs_queue_url.as_deref().is_none_or(|u| u.is_empty())
         {
             return Err(Error::Invalid(
                 "QUIRE_QUEUE=sqs needs QUIRE_SQS_QUEUE_URL (or --sqs-queue-url)".into(),
             ));
         }
         if self.storage == StorageBackend::S3
-            && !self.s3_bucket.as_deref().is_some_and(|b| !b.is_empty())
+            && self.s3_bucket.as_deref().is_none_or(|b| b.is_empty())
         {
             return Err(Error::Invalid(
                 "QUIRE_STORAGE=s3 needs QUIRE_S3_BUCKET (or --s3-bucket)".into(),

@@ -19,101 +19,45 @@
 //! 5. What happens next: a finished request with `ttlSecondsAfterFinished` is requeued for
 //!    its expiry and deleted then; an unfinished one is requeued after the resync interval
 //!    (Postgres notifications wake it sooner); anything else waits for a change.
+//!
+//! The parts: [`Context`] (what a pass can reach), [`Error`] (why one failed), `adopt`
+//! (step 2: the report a request stands for, and adoption) and `events` (the Events a
+//! pass publishes). Steps 1 and 3–5, [`cleanup`] and the status write live here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Client, Resource, ResourceExt};
 use quire_core::ReportStatus;
-use quire_core::dispatch::Dispatcher;
-use quire_core::model::{Cancelled, Inserted, InvalidReport, NewReport, Report};
-use quire_core::storage::{OutputStorage, output_key};
-use quire_core::store::RecordStore;
+use quire_core::model::Cancelled;
+use quire_core::storage::output_key;
 use quire_crds::ReportRequest;
 use quire_crds::report_request::{FINALIZER, Phase, ReportRequestStatus};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use crate::metrics::Metrics;
-use crate::status::{self, reason};
+use crate::status;
+
+mod adopt;
+mod context;
+mod error;
+mod events;
+
+use adopt::{Resolved, owned_report, resolve};
+use events::{publish, transition};
+
+pub use adopt::adopted_report_id;
+pub use context::Context;
+pub use error::Error;
 
 /// The field manager of every write the controller makes.
 pub const FIELD_MANAGER: &str = "quire-controller";
-
-/// Everything a reconciliation can reach.
-pub struct Context {
-    pub client: Client,
-    pub store: Arc<dyn RecordStore>,
-    pub dispatcher: Arc<dyn Dispatcher>,
-    pub storage: Arc<dyn OutputStorage>,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    /// How long an unfinished request waits for its next pass when nothing wakes it.
-    pub resync: Duration,
-    backoff: Backoff,
-}
-
-impl Context {
-    pub fn new(
-        client: Client,
-        store: Arc<dyn RecordStore>,
-        dispatcher: Arc<dyn Dispatcher>,
-        storage: Arc<dyn OutputStorage>,
-        recorder: Recorder,
-        metrics: Arc<Metrics>,
-        resync: Duration,
-    ) -> Self {
-        Self {
-            client,
-            store,
-            dispatcher,
-            storage,
-            recorder,
-            metrics,
-            resync,
-            backoff: Backoff::default(),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[from] kube::Error),
-    #[error(transparent)]
-    Quire(#[from] quire_core::Error),
-    #[error("{0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    #[error("the ReportRequest has no namespace")]
-    MissingNamespace,
-    #[error("serialising the status: {0}")]
-    Serialize(#[from] serde_json::Error),
-}
-
-impl Error {
-    /// The `error` label of `quire_controller_reconcile_failures_total`.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Self::Kube(_) => "kubernetes",
-            Self::Quire(quire_core::Error::Queue { .. }) => "queue",
-            Self::Quire(quire_core::Error::Storage { .. }) => "storage",
-            Self::Quire(_) => "database",
-            Self::Finalizer(e) => match e.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
-                _ => "finalizer",
-            },
-            Self::MissingNamespace | Self::Serialize(_) => "invalid_object",
-        }
-    }
-}
 
 /// Reconciles one `ReportRequest`. See the module docs.
 pub async fn reconcile(rr: Arc<ReportRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -171,15 +115,7 @@ impl Backoff {
     }
 }
 
-/// The report a request stands for, or why it stands for none.
-enum Resolved {
-    Report(Box<Report>),
-    Rejected {
-        reason: &'static str,
-        message: String,
-    },
-}
-
+/// Steps 2–5 of a pass over a request that is not being deleted.
 async fn apply(
     rr: &ReportRequest,
     api: &Api<ReportRequest>,
@@ -260,128 +196,6 @@ async fn finish(
     }
 }
 
-/// Finds (or, for a kubectl-created request, creates) the report row of a request.
-async fn resolve(rr: &ReportRequest, ctx: &Context) -> Result<Resolved, Error> {
-    let invalid = |message: String| Resolved::Rejected {
-        reason: reason::INVALID_REQUEST,
-        message,
-    };
-    let Ok(user_id) = Uuid::parse_str(&rr.spec.user_id) else {
-        return Ok(invalid(format!(
-            "spec.userId {:?} is not a UUID",
-            rr.spec.user_id
-        )));
-    };
-    if let Some(raw) = &rr.spec.report_id {
-        let Ok(id) = Uuid::parse_str(raw) else {
-            return Ok(invalid(format!("spec.reportId {raw:?} is not a UUID")));
-        };
-        return Ok(match ctx.store.report(id).await? {
-            None => Resolved::Rejected {
-                reason: reason::REPORT_NOT_FOUND,
-                message: format!(
-                    "report {id} does not exist in Quire's database: the request was never \
-                     recorded (or its row was deleted)"
-                ),
-            },
-            Some(report) => match mismatch(rr, user_id, &report) {
-                Some(message) => invalid(message),
-                None => Resolved::Report(Box::new(report)),
-            },
-        });
-    }
-    adopt(rr, user_id, ctx).await
-}
-
-/// A request made with kubectl: validated like `POST /reports` and given a report row for
-/// an existing user, under [`adopted_report_id`] so a repeated pass finds the same row.
-async fn adopt(rr: &ReportRequest, user_id: Uuid, ctx: &Context) -> Result<Resolved, Error> {
-    let invalid = |message: String| Resolved::Rejected {
-        reason: reason::INVALID_REQUEST,
-        message,
-    };
-    let Some(id) = adopted_report_id(rr) else {
-        return Ok(invalid(
-            "the resource has no uid or creation time to derive a report id from".to_owned(),
-        ));
-    };
-    if let Some(report) = ctx.store.report(id).await? {
-        return Ok(match mismatch(rr, user_id, &report) {
-            Some(message) => invalid(message),
-            None => Resolved::Report(Box::new(report)),
-        });
-    }
-    let spec = &rr.spec;
-    let new_report =
-        match NewReport::new(id, user_id, spec.report_type, spec.format, &spec.parameters) {
-            Ok(new_report) => new_report,
-            Err(InvalidReport::Format(message)) => return Ok(invalid(message)),
-            Err(InvalidReport::Parameters(e)) => {
-                return Ok(invalid(format!("spec.parameters: {e}")));
-            }
-        };
-    if ctx.store.user(user_id).await?.is_none() {
-        return Ok(invalid(format!("no Quire user has id {user_id}")));
-    }
-    let inserted = ctx.store.insert_report(new_report).await;
-    let report = match inserted {
-        Ok(Inserted::Created(report) | Inserted::Existing(report)) => report,
-        // The user was deleted between the check and the insert.
-        Err(quire_core::Error::UnknownUser(_)) => {
-            return Ok(invalid(format!("no Quire user has id {user_id}")));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let note = format!("created report {id} for a request made without the API");
-    publish(ctx, rr, EventType::Normal, "Adopted", "Adopt", note).await;
-    Ok(Resolved::Report(Box::new(report)))
-}
-
-/// Why `report` is not the report `rr` describes, if it is not.
-fn mismatch(rr: &ReportRequest, user_id: Uuid, report: &Report) -> Option<String> {
-    let matches = report.user_id == user_id
-        && report.report_type == rr.spec.report_type
-        && report.format == rr.spec.format;
-    (!matches).then(|| {
-        format!(
-            "report {} belongs to another user or has another type or format than the spec says",
-            report.id
-        )
-    })
-}
-
-/// The report id of a request made with kubectl: a UUIDv7 whose time is the resource's
-/// creation and whose remaining bits come from its uid, so ids of adopted reports sort by
-/// creation like all others and every pass (and every replica) derives the same one.
-pub fn adopted_report_id(rr: &ReportRequest) -> Option<Uuid> {
-    let uid = Uuid::parse_str(rr.metadata.uid.as_deref()?).ok()?;
-    let created = rr.metadata.creation_timestamp.as_ref()?.0.as_millisecond();
-    let mut bits = [0u8; 10];
-    bits.copy_from_slice(&uid.as_bytes()[6..]);
-    Some(uuid::Builder::from_unix_timestamp_millis(u64::try_from(created).ok()?, &bits).into_uuid())
-}
-
-/// The report a request being deleted owns, if it has one: by `spec.reportId`, the id in
-/// its status, or the id adoption derives; and only if it is the report the spec describes.
-async fn owned_report(rr: &ReportRequest, ctx: &Context) -> Result<Option<Report>, Error> {
-    let Ok(user_id) = Uuid::parse_str(&rr.spec.user_id) else {
-        return Ok(None);
-    };
-    let id = rr
-        .spec
-        .report_id
-        .as_deref()
-        .or(rr.status.as_ref().and_then(|s| s.report_id.as_deref()))
-        .and_then(|raw| Uuid::parse_str(raw).ok())
-        .or_else(|| adopted_report_id(rr));
-    let Some(id) = id else { return Ok(None) };
-    Ok(ctx
-        .store
-        .report(id)
-        .await?
-        .filter(|report| mismatch(rr, user_id, report).is_none()))
-}
-
 /// On deletion: cancels unfinished work, deletes the stored output and records that on the
 /// row. Idempotent: a repeated pass cancels nothing twice and deleting a missing object
 /// succeeds.
@@ -442,97 +256,24 @@ async fn write_status(
     Ok(())
 }
 
-/// The Event a phase change deserves.
-fn transition(
-    previous: Option<Phase>,
-    report: &Report,
-) -> Option<(EventType, &'static str, String)> {
-    let phase = Phase::from(report.status);
-    if previous == Some(phase) {
-        return None;
-    }
-    Some(match report.status {
-        ReportStatus::Pending => return None,
-        ReportStatus::Queued if previous == Some(Phase::Running) => (
-            EventType::Warning,
-            "Retrying",
-            format!(
-                "attempt {} failed and will be retried: {}",
-                report.attempts,
-                report
-                    .error_message
-                    .as_deref()
-                    .unwrap_or("no error recorded")
-            ),
-        ),
-        ReportStatus::Queued => (
-            EventType::Normal,
-            "Dispatched",
-            "sent to the work queue".to_owned(),
-        ),
-        ReportStatus::Running => (
-            EventType::Normal,
-            "Started",
-            format!("attempt {} started", report.attempts),
-        ),
-        ReportStatus::Completed => (
-            EventType::Normal,
-            "Completed",
-            format!(
-                "stored {} bytes at {}",
-                report.output_size.unwrap_or_default(),
-                report.output_file_path.as_deref().unwrap_or("(unknown)")
-            ),
-        ),
-        ReportStatus::Failed => (
-            EventType::Warning,
-            "Failed",
-            report
-                .error_message
-                .clone()
-                .unwrap_or_else(|| "the report failed".to_owned()),
-        ),
-        ReportStatus::Cancelled => (
-            EventType::Normal,
-            "Cancelled",
-            "the report was cancelled before it finished".to_owned(),
-        ),
-    })
-}
-
-/// Publishes an Event about `rr`. Events are best effort: a failure is logged, not fatal.
-async fn publish(
-    ctx: &Context,
-    rr: &ReportRequest,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: action.to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &rr.object_ref(&())).await {
-        tracing::warn!(name = %rr.name_any(), reason, error = %e, "could not publish an event");
-    }
-}
-
 /// `reconcile` against a mocked Kubernetes API (tower-test): each test states the exact
 /// requests a pass makes, in order, and answers them. The record store is a real (SQLite)
 /// one.
 #[cfg(test)]
 mod tests {
     use http::{Method, Request, Response};
+    use kube::Client;
     use kube::client::Body;
+    use kube::runtime::events::Recorder;
     use quire_core::queue::DatabaseQueue;
     use quire_core::storage::LocalStorage;
+    use quire_core::store::RecordStore;
     use quire_core::{ReportFormat, ReportType};
     use quire_crds::ReportRequestSpec;
     use serde_json::Value;
+    use uuid::Uuid;
+
+    use crate::metrics::Metrics;
 
     use super::*;
 
