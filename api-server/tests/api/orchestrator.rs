@@ -96,7 +96,7 @@ impl Harness {
         let kube = FakeApiServer::start().await;
         let orchestrator = Arc::new(Kubernetes::new(
             store.clone(),
-            ReportRequests::new(kube.client(), Some("reports")),
+            ReportRequests::new(kube.client(), None),
         ));
         Self::start(orchestrator, store, Backend::Kubernetes(kube)).await
     }
@@ -176,7 +176,7 @@ impl Harness {
             }
             Backend::Kubernetes(kube) => usize::from(
                 kube.store()
-                    .get_typed::<ReportRequest>(Some("reports"), &report.id.to_string())
+                    .get_typed::<ReportRequest>(Some("default"), &report.id.to_string())
                     .is_some(),
             ),
         }
