@@ -57,14 +57,11 @@ impl Harness {
     async fn builtin() -> Self {
         let store = quire_testing::fresh_postgres().await;
         let options = store.pool().connect_options();
-        let upstream = tokio::net::lookup_host((
-            options.get_host().to_owned(),
-            options.get_port(),
-        ))
-        .await
-        .expect("the test database's host resolves")
-        .next()
-        .expect("the test database has an address");
+        let upstream = tokio::net::lookup_host((options.get_host().to_owned(), options.get_port()))
+            .await
+            .expect("the test database's host resolves")
+            .next()
+            .expect("the test database has an address");
         let proxy = FaultProxy::to(upstream).await;
         let proxied = (*options)
             .clone()
@@ -200,7 +197,10 @@ async fn an_accepted_report_is_in_hand(h: Harness) {
     let accepted = h.orchestrator.accept(report.clone()).await.expect("accept");
     assert_eq!(accepted.id, report.id);
     assert!(
-        matches!(accepted.status, ReportStatus::Pending | ReportStatus::Queued),
+        matches!(
+            accepted.status,
+            ReportStatus::Pending | ReportStatus::Queued
+        ),
         "{:?}",
         accepted.status
     );
@@ -211,7 +211,10 @@ async fn ensure_after_accept_delivers_once(h: Harness) {
     let report = h.stored_report().await;
     let accepted = h.orchestrator.accept(report.clone()).await.expect("accept");
     h.orchestrator.ensure(&accepted).await.expect("ensure");
-    h.orchestrator.ensure(&accepted).await.expect("ensure again");
+    h.orchestrator
+        .ensure(&accepted)
+        .await
+        .expect("ensure again");
     // Past a sweep, so a built-in orchestrator that wrongly dispatched again would show it.
     tokio::time::sleep(SWEEP * 3).await;
     assert_eq!(h.deliveries(&report).await, 1);
@@ -224,7 +227,11 @@ async fn an_outage_never_strands_a_report(h: Harness) {
     h.outage(false);
     match outcome {
         Ok(accepted) => {
-            assert_eq!(accepted.status, ReportStatus::Pending, "nothing was sent yet");
+            assert_eq!(
+                accepted.status,
+                ReportStatus::Pending,
+                "nothing was sent yet"
+            );
             let stored = h.store.report(report.id).await.expect("read");
             assert!(stored.is_some(), "an accepted report keeps its row");
             assert_eq!(

@@ -14,6 +14,9 @@
 //! [`Error::Queue`] and change nothing; unlike SQS, even `ack` says so, because a worker
 //! whose message went to someone else should know its outcome may be processed twice.
 //!
+//! Statements run on either database the way the record store's do
+//! ([`crate::store::pool`]).
+//!
 //! Receivers long-poll: a `send` through the same [`DatabaseQueue`] (or a clone) wakes them
 //! at once; messages sent by other processes are found by polling every `poll_interval`.
 
@@ -29,6 +32,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{Delivery, Receipt, WorkQueue};
+use crate::store::pool::{Pool, on_pool};
 use crate::store::timestamp::Timestamp;
 use crate::{Error, Result};
 
@@ -71,15 +75,13 @@ enum Backend {
     Sqlite(SqlitePool),
 }
 
-/// Runs `$body` with `$pool` bound to whichever pool the queue has: one copy of each query,
-/// compiled concretely for both databases.
-macro_rules! on_pool {
-    ($backend:expr, $pool:ident => $body:expr) => {
-        match $backend {
-            Backend::Postgres($pool) => $body,
-            Backend::Sqlite($pool) => $body,
+impl Backend {
+    fn pool(&self) -> Pool<'_> {
+        match self {
+            Self::Postgres(pool) => Pool::Postgres(pool),
+            Self::Sqlite(pool) => Pool::Sqlite(pool),
         }
-    };
+    }
 }
 
 /// The work queue on the `work_queue` table. Cloning shares the pool and the wake-ups.
@@ -127,7 +129,7 @@ impl DatabaseQueue {
     /// Every dead-lettered message as (body, reason), oldest first, for inspection.
     #[tracing::instrument(skip_all)]
     pub async fn dead_letters(&self) -> Result<Vec<(String, String)>> {
-        let rows: Vec<(String, Option<String>)> = on_pool!(&self.backend, pool => {
+        let rows: Vec<(String, Option<String>)> = on_pool!(self.backend.pool(), |pool| {
             sqlx::query_as(DEAD_LETTERS).fetch_all(pool).await?
         });
         Ok(rows
@@ -142,8 +144,9 @@ impl DatabaseQueue {
         let receipt = Uuid::new_v4();
         let hidden_until = Timestamp(after(now, visibility)?);
         let max = i64::try_from(max).unwrap_or(i64::MAX);
-        let mut rows: Vec<ReceivedRow> = match &self.backend {
-            Backend::Postgres(pool) => {
+        // The one dialect difference: Postgres locks the candidates (`SKIP LOCKED`).
+        let mut rows: Vec<ReceivedRow> = match self.backend.pool() {
+            Pool::Postgres(pool) => {
                 sqlx::query_as(RECEIVE_POSTGRES)
                     .bind(receipt)
                     .bind(hidden_until)
@@ -152,7 +155,7 @@ impl DatabaseQueue {
                     .fetch_all(pool)
                     .await?
             }
-            Backend::Sqlite(pool) => {
+            Pool::Sqlite(pool) => {
                 sqlx::query_as(RECEIVE_SQLITE)
                     .bind(receipt)
                     .bind(hidden_until)
@@ -177,7 +180,7 @@ impl DatabaseQueue {
     /// Moves the message held under `receipt` to be visible at `visible_at`.
     async fn set_visible_at(&self, receipt: &Receipt, visible_at: DateTime<Utc>) -> Result<()> {
         let (id, token) = decode_receipt(receipt)?;
-        let done = on_pool!(&self.backend, pool => {
+        let done = on_pool!(self.backend.pool(), |pool| {
             sqlx::query(SET_VISIBLE_AT)
                 .bind(id)
                 .bind(token)
@@ -209,7 +212,7 @@ impl WorkQueue for DatabaseQueue {
     async fn send(&self, body: &str, delay: Duration) -> Result<()> {
         let now = Utc::now();
         let visible_at = Timestamp(after(now, delay)?);
-        on_pool!(&self.backend, pool => {
+        on_pool!(self.backend.pool(), |pool| {
             sqlx::query(SEND)
                 .bind(Uuid::now_v7())
                 .bind(body)
@@ -264,8 +267,13 @@ impl WorkQueue for DatabaseQueue {
     #[tracing::instrument(skip_all)]
     async fn ack(&self, receipt: &Receipt) -> Result<()> {
         let (id, token) = decode_receipt(receipt)?;
-        let done = on_pool!(&self.backend, pool => {
-            sqlx::query(DELETE).bind(id).bind(token).execute(pool).await?.rows_affected()
+        let done = on_pool!(self.backend.pool(), |pool| {
+            sqlx::query(DELETE)
+                .bind(id)
+                .bind(token)
+                .execute(pool)
+                .await?
+                .rows_affected()
         });
         require_current(done, receipt)
     }
@@ -283,7 +291,7 @@ impl WorkQueue for DatabaseQueue {
     #[tracing::instrument(skip_all, fields(reason = %reason))]
     async fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<()> {
         let (id, token) = decode_receipt(receipt)?;
-        let done = on_pool!(&self.backend, pool => {
+        let done = on_pool!(self.backend.pool(), |pool| {
             sqlx::query(DEAD_LETTER)
                 .bind(id)
                 .bind(token)
@@ -298,7 +306,9 @@ impl WorkQueue for DatabaseQueue {
 
     #[tracing::instrument(skip_all)]
     async fn ping(&self) -> Result<()> {
-        on_pool!(&self.backend, pool => { sqlx::query(PING).execute(pool).await?; });
+        on_pool!(self.backend.pool(), |pool| {
+            sqlx::query(PING).execute(pool).await?;
+        });
         Ok(())
     }
 }

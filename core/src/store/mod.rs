@@ -15,6 +15,7 @@ use crate::model::{
     ReportCounts, ReportFilter, StoredOutput, User, UserCredentials,
 };
 
+pub mod pool;
 pub mod postgres;
 mod records;
 mod rows;

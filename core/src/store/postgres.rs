@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::records;
+use super::pool;
 use crate::Result;
 
 /// How the connection pool behaves.
@@ -96,4 +96,10 @@ impl fmt::Debug for PgStore {
     }
 }
 
-records::impl_record_store!(PgStore);
+impl pool::sealed::Sealed for PgStore {}
+
+impl pool::SqlDatabase for PgStore {
+    fn sql_pool(&self) -> pool::Pool<'_> {
+        pool::Pool::Postgres(&self.pool)
+    }
+}

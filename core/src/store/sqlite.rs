@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-use super::records;
+use super::pool;
 use crate::Result;
 
 /// Connections in the pool. SQLite runs one writer at a time anyway; a few connections let
@@ -69,4 +69,10 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
-records::impl_record_store!(SqliteStore);
+impl pool::sealed::Sealed for SqliteStore {}
+
+impl pool::SqlDatabase for SqliteStore {
+    fn sql_pool(&self) -> pool::Pool<'_> {
+        pool::Pool::Sqlite(&self.pool)
+    }
+}
