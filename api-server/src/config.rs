@@ -54,6 +54,22 @@ pub struct Config {
     #[arg(long, env = "QUIRE_DOWNLOAD_SIGNING_KEY", hide_env_values = true)]
     pub download_signing_key: Option<SecretString>,
 
+    /// Absolute lifetime of a sign-in's refresh tokens, however often they are rotated
+    /// (`90d`, `12h`).
+    #[arg(long, env = "QUIRE_REFRESH_FAMILY_TTL", default_value = "90d",
+          value_parser = quire_core::duration::parse)]
+    pub refresh_family_ttl: Duration,
+
+    /// Proxies (CIDR blocks or addresses, comma-separated) whose `Forwarded` /
+    /// `X-Forwarded-For` headers name the client, e.g. the Ingress controller's pod network
+    /// [default: none; the TCP peer is the client].
+    #[arg(long, env = "QUIRE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Sign-ups allowed per client address per hour (0 disables the limit).
+    #[arg(long, env = "QUIRE_SIGNUP_PER_ADDRESS_PER_HOUR", default_value_t = 20)]
+    pub signup_per_address_per_hour: u32,
+
     /// bcrypt cost of password hashes (4–31).
     #[arg(long, env = "QUIRE_BCRYPT_COST", default_value_t = 12,
           value_parser = clap::value_parser!(u32).range(4..=31))]
@@ -147,6 +163,9 @@ impl Config {
         let mut config = ApiConfig::new(self.jwt_secret()?.clone());
         config.bcrypt_cost = self.bcrypt_cost;
         config.download_url_ttl = Duration::from_secs(self.download_url_ttl);
+        config.refresh_family_ttl = self.refresh_family_ttl;
+        config.trusted_proxies = self.trusted_proxies.clone();
+        config.signup_per_address_per_hour = self.signup_per_address_per_hour;
         Ok(config)
     }
 
@@ -191,6 +210,14 @@ impl Config {
         }
         Ok(url)
     }
+}
+
+/// A CIDR block, or a single address as its /32 or /128.
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is not a CIDR block (10.0.0.0/8) or an address"))
 }
 
 #[cfg(test)]
@@ -291,6 +318,38 @@ mod tests {
             assert!(message.contains("QUIRE_NAMESPACE"), "{message}");
         }
         assert!(parse(&["--namespace", &"n".repeat(63)]).namespace().is_ok());
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidr_blocks_or_addresses() {
+        assert!(parse(&[]).trusted_proxies.is_empty(), "none by default");
+        let config = parse(&["--trusted-proxies", "10.0.0.0/8, 192.0.2.7,fd00::/8"]);
+        let nets: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8"]);
+        assert!(Config::try_parse_from(["api-server", "--trusted-proxies", "ingress"]).is_err());
+    }
+
+    #[test]
+    fn refresh_families_last_ninety_days_unless_configured() {
+        let config = parse(&["--jwt-secret", &"s".repeat(32)]);
+        assert_eq!(
+            config.api_config().unwrap().refresh_family_ttl,
+            Duration::from_secs(90 * 86_400)
+        );
+        let config = parse(&[
+            "--jwt-secret",
+            &"s".repeat(32),
+            "--refresh-family-ttl",
+            "7d",
+        ]);
+        assert_eq!(
+            config.api_config().unwrap().refresh_family_ttl,
+            Duration::from_secs(7 * 86_400)
+        );
     }
 
     #[test]

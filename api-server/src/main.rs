@@ -92,6 +92,11 @@ async fn run(config: &Config) -> anyhow::Result<()> {
         tokio::spawn(async move { orchestrator.run(shutdown).await })
     };
 
+    let purge = tokio::spawn(quire_api::auth::tokens::purge_periodically(
+        records.clone(),
+        quire_api::auth::tokens::PURGE_EVERY,
+        shutdown.clone(),
+    ));
     let state = AppState::new(api_config, records, orchestrator, storage, queue, local);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -107,6 +112,7 @@ async fn run(config: &Config) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     shutdown.cancel();
+    let _ = purge.await;
     if let Err(e) = background.await {
         tracing::warn!(error = %e, "the pending-report sweep or the rescuer ended abnormally");
     }

@@ -26,11 +26,17 @@ pub struct ApiConfig {
     /// `aud` of the access tokens.
     pub audience: String,
     pub access_token_ttl: Duration,
+    /// Lifetime of one refresh token; each rotation issues a new one.
     pub refresh_token_ttl: Duration,
+    /// Absolute lifetime of a refresh-token family (one sign-in and all its rotations).
+    pub refresh_family_ttl: Duration,
     /// bcrypt work factor (4–31).
     pub bcrypt_cost: u32,
     /// How many password hashes may be computed at once.
     pub hash_concurrency: usize,
+    /// How many password hashes of each priority may wait for a turn; past that the API
+    /// answers 503 at once.
+    pub hash_queue: usize,
     /// Lifetime of a download link (at most [`MAX_DOWNLOAD_URL_TTL`]).
     pub download_url_ttl: Duration,
     /// Largest accepted request body, in bytes.
@@ -39,14 +45,21 @@ pub struct ApiConfig {
     pub signin_per_account_per_minute: u32,
     /// Sign-in attempts allowed per client address per minute; 0 disables.
     pub signin_per_address_per_minute: u32,
+    /// Sign-ups allowed per client address per hour; 0 disables.
+    pub signup_per_address_per_hour: u32,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client (see
+    /// [`crate::http::client`]); none by default.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// A request that has not produced a response by then is answered 503.
     pub request_timeout: Duration,
 }
 
 impl ApiConfig {
-    /// The defaults: 15-minute access tokens, 30-day refresh tokens, bcrypt cost 12, one
-    /// concurrent hash per CPU, 15-minute download links, 64 KiB bodies, 5 sign-ins per
-    /// account and 20 per address each minute, 30-second request timeout.
+    /// The defaults: 15-minute access tokens, 30-day refresh tokens in families of at most
+    /// 90 days, bcrypt cost 12, one concurrent hash per CPU with 8 per CPU waiting,
+    /// 15-minute download links, 64 KiB bodies, 5 sign-ins per account and address and 20
+    /// per address each minute, 20 sign-ups per address an hour, no trusted proxies,
+    /// 30-second request timeout.
     pub fn new(jwt_secret: SecretString) -> Self {
         Self {
             jwt_secret,
@@ -54,12 +67,16 @@ impl ApiConfig {
             audience: "quire-api".to_owned(),
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            refresh_family_ttl: Duration::from_secs(90 * 24 * 60 * 60),
             bcrypt_cost: 12,
             hash_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            hash_queue: 8 * std::thread::available_parallelism().map_or(1, |n| n.get()),
             download_url_ttl: Duration::from_secs(15 * 60),
             body_limit: 64 * 1024,
             signin_per_account_per_minute: 5,
             signin_per_address_per_minute: 20,
+            signup_per_address_per_hour: 20,
+            trusted_proxies: Vec::new(),
             request_timeout: Duration::from_secs(30),
         }
     }
@@ -111,11 +128,16 @@ impl AppState {
             &config.audience,
             config.access_token_ttl,
         );
-        let hasher = PasswordHasher::new(config.bcrypt_cost, config.hash_concurrency);
+        let hasher = PasswordHasher::new(
+            config.bcrypt_cost,
+            config.hash_concurrency,
+            config.hash_queue,
+        );
         let signin_limiter = SigninLimiter::new(
             config.signin_per_account_per_minute,
             config.signin_per_address_per_minute,
-        );
+        )
+        .with_signups_per_hour(config.signup_per_address_per_hour);
         Self {
             inner: Arc::new(Inner {
                 config,

@@ -132,6 +132,7 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
         queue.clone(),
         local,
     );
+    let purge_store: Arc<dyn quire_core::store::RecordStore> = store.clone();
     let worker = Arc::new(Worker::new(
         store,
         queue,
@@ -163,6 +164,11 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
     tasks.spawn(worker.run(shutdown.clone()));
     let upkeep_stop = shutdown.clone();
     tasks.spawn(async move { orchestrator.run(upkeep_stop).await });
+    tasks.spawn(quire_api::auth::tokens::purge_periodically(
+        purge_store,
+        quire_api::auth::tokens::PURGE_EVERY,
+        shutdown.clone(),
+    ));
     Ok(Dev {
         addr,
         shutdown,

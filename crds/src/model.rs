@@ -51,7 +51,12 @@ pub struct RefreshToken {
     pub family_id: Uuid,
     pub token_hash: Vec<u8>,
     pub created_at: DateTime<Utc>,
+    /// When this token expires: at most the refresh-token lifetime after it was issued,
+    /// and never after its family does.
     pub expires_at: DateTime<Utc>,
+    /// When the family ends, whatever its rotations (`QUIRE_REFRESH_FAMILY_TTL` after the
+    /// sign-in that started it).
+    pub family_expires_at: DateTime<Utc>,
     pub spent_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
 }

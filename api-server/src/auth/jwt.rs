@@ -1,4 +1,6 @@
-//! Access tokens: HS256 JWTs that live 15 minutes and carry only the user id.
+//! Access tokens: HS256 JWTs that live 15 minutes and carry only the user id and the
+//! user's token generation (bumped by "sign out everywhere", which makes every access token
+//! issued before fail).
 //!
 //! Verification pins the algorithm to HS256 (so neither `none` nor a public-key algorithm
 //! is ever accepted) and requires `sub`, `exp`, `iss` and `aud`, with a small leeway for
@@ -26,6 +28,10 @@ pub struct Claims {
     pub iat: i64,
     pub iss: String,
     pub aud: String,
+    /// The user's token generation when the token was issued; tokens from before this
+    /// claim existed count as generation 0.
+    #[serde(default)]
+    pub r#gen: i64,
 }
 
 /// A presented access token was not accepted. Deliberately without detail: the client
@@ -80,10 +86,12 @@ impl AccessTokens {
         self.ttl
     }
 
-    /// A signed token for `user_id`, valid from `now` for [`ttl`](Self::ttl).
+    /// A signed token for `user_id` at token `generation`, valid from `now` for
+    /// [`ttl`](Self::ttl).
     pub fn issue(
         &self,
         user_id: Uuid,
+        generation: i64,
         now: DateTime<Utc>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
@@ -93,6 +101,7 @@ impl AccessTokens {
             exp: now.timestamp().saturating_add(ttl),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            r#gen: generation,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
@@ -133,7 +142,7 @@ mod tests {
     fn an_issued_token_verifies_to_its_user() {
         let user = Uuid::now_v7();
         let now = Utc::now();
-        let token = tokens().issue(user, now).unwrap();
+        let token = tokens().issue(user, 0, now).unwrap();
         let claims = tokens().verify(&token, now).unwrap();
         assert_eq!(claims.sub, user);
         assert_eq!(claims.exp - claims.iat, 900);
@@ -143,7 +152,7 @@ mod tests {
     fn expired_tokens_and_other_keys_are_rejected() {
         let now = Utc::now();
         let old = tokens()
-            .issue(Uuid::now_v7(), now - chrono::Duration::hours(1))
+            .issue(Uuid::now_v7(), 0, now - chrono::Duration::hours(1))
             .unwrap();
         assert!(tokens().verify(&old, now).is_err());
 
@@ -153,7 +162,7 @@ mod tests {
             "quire-api",
             Duration::from_secs(900),
         );
-        let forged = other.issue(Uuid::now_v7(), now).unwrap();
+        let forged = other.issue(Uuid::now_v7(), 0, now).unwrap();
         assert!(tokens().verify(&forged, now).is_err());
     }
 
@@ -164,7 +173,7 @@ mod tests {
         let ttl = Duration::from_secs(900);
         for (iss, aud) in [("someone-else", "quire-api"), ("quire", "another-api")] {
             let token = AccessTokens::new(&secret, iss, aud, ttl)
-                .issue(Uuid::now_v7(), now)
+                .issue(Uuid::now_v7(), 0, now)
                 .unwrap();
             assert!(
                 tokens().verify(&token, now).is_err(),

@@ -1,5 +1,12 @@
-//! Sign-in rate limits: per account (normalised email) against password guessing on one
-//! account, per client address against one client spraying many accounts.
+//! Rate limits of the authentication routes:
+//!
+//! - sign-in per account *and* client address: password guessing on one account from one
+//!   place is slowed, while an attacker elsewhere cannot use up (lock out) a victim's budget;
+//! - sign-in per client address: one client spraying many accounts;
+//! - sign-up per client address: a sign-up flood (each costs a bcrypt hash).
+//!
+//! The client address is the one [`client_address`](crate::http::client) resolves, which
+//! honours `Forwarded` / `X-Forwarded-For` only from trusted proxies.
 //!
 //! GCRA limiters keyed in memory (per replica). Keys whose budget has fully refilled are
 //! dropped every minute, so the maps stay proportional to recent traffic.
@@ -15,10 +22,11 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 /// How often idle keys are dropped.
 const CLEANUP_EVERY: Duration = Duration::from_secs(60);
 
-/// The two sign-in limits; see the module docs.
+/// The authentication limits; see the module docs.
 pub struct SigninLimiter {
-    per_account: Option<DefaultKeyedRateLimiter<String>>,
+    per_account: Option<DefaultKeyedRateLimiter<(String, IpAddr)>>,
     per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    signups: Option<DefaultKeyedRateLimiter<IpAddr>>,
     last_cleanup: Mutex<Instant>,
 }
 
@@ -27,6 +35,7 @@ impl std::fmt::Debug for SigninLimiter {
         f.debug_struct("SigninLimiter")
             .field("accounts", &self.per_account.as_ref().map(|l| l.len()))
             .field("addresses", &self.per_address.as_ref().map(|l| l.len()))
+            .field("signups", &self.signups.as_ref().map(|l| l.len()))
             .finish()
     }
 }
@@ -38,15 +47,26 @@ pub struct Limited {
 }
 
 impl SigninLimiter {
-    /// Limits of `per_account` and `per_address` attempts a minute, each also the burst
-    /// size; 0 disables that limit.
+    /// Sign-in limits of `per_account` (per account and address) and `per_address`
+    /// attempts a minute, each also the burst size; 0 disables that limit. Sign-ups are
+    /// not limited until [`with_signups_per_hour`](Self::with_signups_per_hour).
     pub fn new(per_account: u32, per_address: u32) -> Self {
         let quota = |n| NonZeroU32::new(n).map(Quota::per_minute);
         Self {
             per_account: quota(per_account).map(RateLimiter::keyed),
             per_address: quota(per_address).map(RateLimiter::keyed),
+            signups: None,
             last_cleanup: Mutex::new(Instant::now()),
         }
+    }
+
+    /// Allows `per_address` sign-ups an hour from one client address (also the burst
+    /// size); 0 disables the limit.
+    pub fn with_signups_per_hour(mut self, per_address: u32) -> Self {
+        self.signups = NonZeroU32::new(per_address)
+            .map(Quota::per_hour)
+            .map(RateLimiter::keyed);
+        self
     }
 
     /// Counts one sign-in attempt for `account` (a normalised email) from `address`.
@@ -55,17 +75,29 @@ impl SigninLimiter {
     /// account's budget.
     pub fn check(&self, account: &str, address: IpAddr) -> Result<(), Limited> {
         self.cleanup_if_due();
+        let address = address_key(address);
         if let Some(limiter) = &self.per_address {
             limiter
-                .check_key(&address_key(address))
+                .check_key(&address)
                 .map_err(|not_until| limited(not_until.wait_time_from(limiter.clock().now())))?;
         }
         if let Some(limiter) = &self.per_account {
             limiter
-                .check_key(&account.to_owned())
+                .check_key(&(account.to_owned(), address))
                 .map_err(|not_until| limited(not_until.wait_time_from(limiter.clock().now())))?;
         }
         Ok(())
+    }
+
+    /// Counts one sign-up from `address`.
+    pub fn check_signup(&self, address: IpAddr) -> Result<(), Limited> {
+        self.cleanup_if_due();
+        let Some(limiter) = &self.signups else {
+            return Ok(());
+        };
+        limiter
+            .check_key(&address_key(address))
+            .map_err(|not_until| limited(not_until.wait_time_from(limiter.clock().now())))
     }
 
     fn cleanup_if_due(&self) {
@@ -81,7 +113,7 @@ impl SigninLimiter {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        if let Some(limiter) = &self.per_address {
+        for limiter in [&self.per_address, &self.signups].into_iter().flatten() {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -121,13 +153,32 @@ mod tests {
     const CAFE: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
 
     #[test]
-    fn an_account_is_limited_whatever_the_address() {
+    fn an_account_is_limited_per_address_so_nobody_elsewhere_can_lock_it_out() {
         let limiter = SigninLimiter::new(2, 100);
         assert!(limiter.check("ada@example.com", HOME).is_ok());
-        assert!(limiter.check("ada@example.com", CAFE).is_ok());
+        assert!(limiter.check("ada@example.com", HOME).is_ok());
         let refused = limiter.check("ada@example.com", HOME).unwrap_err();
         assert!(refused.retry_after >= Duration::from_secs(1));
+        // The attacker at HOME used up ada's budget there, not at the café.
+        assert!(limiter.check("ada@example.com", CAFE).is_ok());
         assert!(limiter.check("bob@example.com", HOME).is_ok());
+    }
+
+    #[test]
+    fn sign_ups_are_limited_per_address() {
+        let limiter = SigninLimiter::new(0, 0).with_signups_per_hour(2);
+        assert!(limiter.check_signup(HOME).is_ok());
+        assert!(limiter.check_signup(HOME).is_ok());
+        let refused = limiter.check_signup(HOME).unwrap_err();
+        assert!(
+            refused.retry_after >= Duration::from_secs(60),
+            "{refused:?}"
+        );
+        assert!(limiter.check_signup(CAFE).is_ok());
+        assert!(
+            SigninLimiter::new(0, 0).check_signup(HOME).is_ok(),
+            "off by default"
+        );
     }
 
     #[test]

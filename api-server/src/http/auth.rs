@@ -1,10 +1,10 @@
-//! `/auth/*`: sign-up, sign-in, token refresh and sign-out; and [`AuthUser`], the
-//! extractor that makes a handler require a valid access token.
+//! `/auth/*`: sign-up, sign-in, token refresh, sign-out and sign-out everywhere; and
+//! [`AuthUser`], the extractor that makes a handler require a valid access token.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,8 +15,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::client::ClientAddr;
 use super::error::{ApiError, Json};
 use crate::auth::credentials::{check_email, check_password, normalize_email};
+use crate::auth::password::{HashError, Priority};
 use crate::auth::tokens;
 use crate::state::AppState;
 
@@ -26,11 +28,13 @@ pub fn router() -> Router<AppState> {
         .route("/auth/signin", post(signin))
         .route("/auth/refresh", post(refresh))
         .route("/auth/signout", post(signout))
+        .route("/auth/signout-all", post(signout_all))
 }
 
 /// The signed-in user, from `Authorization: Bearer <access token>`. Extracting it answers
-/// 401 with `WWW-Authenticate: Bearer` when the token is missing, malformed, expired or
-/// signed for someone else.
+/// 401 with `WWW-Authenticate: Bearer` when the token is missing, malformed, expired,
+/// signed for someone else, or from before the user signed out everywhere (one primary-key
+/// read of the user's token generation per request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AuthUser {
     pub user_id: Uuid,
@@ -60,26 +64,34 @@ impl FromRequestParts<AppState> for AuthUser {
                 tracing::debug!(error = %e, "access token rejected");
                 ApiError::Unauthorized("the access token is invalid or expired".to_owned())
             })?;
-        Ok(Self {
-            user_id: claims.sub,
-        })
+        match state.store().token_generation(claims.sub).await? {
+            Some(generation) if generation == claims.r#gen => Ok(Self {
+                user_id: claims.sub,
+            }),
+            Some(_) => Err(ApiError::Unauthorized(
+                "this session was signed out; sign in again".to_owned(),
+            )),
+            // A correctly signed token whose account is gone (a restored database, a secret
+            // shared across environments): the client's credentials are the problem.
+            None => Err(ApiError::Unauthorized(
+                "the account this token was issued for no longer exists; sign in again".to_owned(),
+            )),
+        }
     }
 }
 
-/// The client's address as the listener saw it, for rate limiting. Unspecified when the
-/// app runs without connect info (e.g. driven through `oneshot` in tests).
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub IpAddr);
+/// How soon a client refused because the password hasher is saturated should retry.
+const HASHER_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-        Ok(Self(ip))
+/// A hashing failure as the client should see it: 503 with `Retry-After` when the hasher's
+/// queue is full, else an internal error.
+fn hash_failed(error: HashError) -> ApiError {
+    match error {
+        HashError::Busy => ApiError::ServiceUnavailable {
+            message: "too many sign-ins and sign-ups at once; try again shortly".to_owned(),
+            retry_after: HASHER_RETRY_AFTER,
+        },
+        e => ApiError::internal(e),
     }
 }
 
@@ -108,16 +120,27 @@ const INVALID_REFRESH_TOKEN: &str = "the refresh token is invalid, expired or re
 #[tracing::instrument(skip_all)]
 async fn signup(
     State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
     Json(body): Json<Credentials>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     let email = normalize_email(&body.email);
     check_email(&email).map_err(ApiError::UnprocessableEntity)?;
     check_password(body.password.expose_secret()).map_err(ApiError::UnprocessableEntity)?;
+    state
+        .signin_limiter()
+        .check_signup(address)
+        .map_err(|limited| {
+            tracing::info!(%address, "sign-up rate limited");
+            ApiError::TooManyRequests {
+                message: "too many sign-ups from this address; try again later".to_owned(),
+                retry_after: limited.retry_after,
+            }
+        })?;
     let password_hash = state
         .hasher()
-        .hash(body.password)
+        .hash(body.password, Priority::Bulk)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(hash_failed)?;
     let new_user = NewUser {
         id: Uuid::now_v7(),
         email,
@@ -165,11 +188,13 @@ async fn signin(
         .hasher()
         .verify(body.password, hash)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(hash_failed)?;
     let Some(user) = user.filter(|_| matched) else {
         return Err(ApiError::Unauthorized(INVALID_CREDENTIALS.to_owned()));
     };
-    let pair = issue_tokens(&state, user.id, Uuid::now_v7(), Utc::now()).await?;
+    let now = Utc::now();
+    let family = Family::new(&state, now)?;
+    let pair = issue_tokens(&state, user.id, family, now).await?;
     tracing::info!(user_id = %user.id, "user signed in");
     Ok(no_store(Json(pair)))
 }
@@ -189,7 +214,7 @@ async fn refresh(
     let Some(token) = state.store().refresh_token(&hash).await? else {
         return Err(rejected());
     };
-    if token.revoked_at.is_some() || token.expires_at <= now {
+    if token.revoked_at.is_some() || token.expires_at <= now || token.family_expires_at <= now {
         return Err(rejected());
     }
     // Spent already, or spent by a concurrent request between our read and now: a reuse.
@@ -206,7 +231,11 @@ async fn refresh(
         );
         return Err(rejected());
     }
-    let pair = issue_tokens(&state, token.user_id, token.family_id, now).await?;
+    let family = Family {
+        id: token.family_id,
+        expires_at: token.family_expires_at,
+    };
+    let pair = issue_tokens(&state, token.user_id, family, now).await?;
     // A reuse racing this refresh may have revoked the family after we spent the old token
     // but before the new one existed, missing it. The revocation is visible on the old
     // token: if it happened, revoke again (now covering the new token) and refuse.
@@ -243,16 +272,56 @@ async fn signout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A new access token and a new refresh token of `family_id`, the latter stored.
+/// Signs the caller out on every device: every refresh token is revoked and every access
+/// token issued so far stops working at once.
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
+async fn signout_all(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store()
+        .sign_out_everywhere(user.user_id, Utc::now())
+        .await?;
+    tracing::info!(user_id = %user.user_id, "user signed out everywhere");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A refresh-token family: one sign-in and its rotations, ending at `expires_at` at the
+/// latest.
+struct Family {
+    id: Uuid,
+    expires_at: DateTime<Utc>,
+}
+
+impl Family {
+    /// A new family, started `now`, that lasts `refresh_family_ttl`.
+    fn new(state: &AppState, now: DateTime<Utc>) -> Result<Self, ApiError> {
+        let ttl = chrono::Duration::from_std(state.config().refresh_family_ttl)
+            .map_err(ApiError::internal)?;
+        Ok(Self {
+            id: Uuid::now_v7(),
+            expires_at: now + ttl,
+        })
+    }
+}
+
+/// A new access token and a new refresh token of `family`, the latter stored. The refresh
+/// token never outlives its family.
 async fn issue_tokens(
     state: &AppState,
     user_id: Uuid,
-    family_id: Uuid,
+    family: Family,
     now: DateTime<Utc>,
 ) -> Result<TokenPair, ApiError> {
+    let generation = state
+        .store()
+        .token_generation(user_id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized(INVALID_REFRESH_TOKEN.to_owned()))?;
     let access_tokens = state.access_tokens();
     let access_token = access_tokens
-        .issue(user_id, now)
+        .issue(user_id, generation, now)
         .map_err(ApiError::internal)?;
     let refresh = tokens::generate();
     let ttl =
@@ -262,10 +331,11 @@ async fn issue_tokens(
         .insert_refresh_token(RefreshToken {
             id: Uuid::now_v7(),
             user_id,
-            family_id,
+            family_id: family.id,
             token_hash: refresh.hash,
             created_at: now,
-            expires_at: now + ttl,
+            expires_at: (now + ttl).min(family.expires_at),
+            family_expires_at: family.expires_at,
             spent_at: None,
             revoked_at: None,
         })

@@ -1,7 +1,9 @@
 //! The HTTP surface: every route, the layers around them and the server loop.
 //!
 //! Each module contributes its own `router()`; [`app`] merges them and adds, from the
-//! outside in: a request id (`x-request-id`, generated unless the client sent one), a trace
+//! outside in: a request id (`x-request-id`: the client's if it is at most 64 letters,
+//! digits, `-`, `_`, `.`, `:` or `/`, else a generated UUID, so a client cannot forge log
+//! fields), a trace
 //! span per request (method, path and request id; never headers, query strings or bodies,
 //! which can carry tokens and signatures), JSON bodies for bare error responses, panic
 //! recovery, a request timeout and the body size limit.
@@ -22,6 +24,7 @@ use tracing::Level;
 use crate::state::AppState;
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod files;
 pub mod health;
@@ -63,6 +66,31 @@ pub fn app(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::map_request(drop_unsafe_request_id))
+}
+
+/// Longest client-chosen request id kept.
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Removes a client's `x-request-id` unless it is short and of a safe charset, so the
+/// request-id layer generates one instead.
+async fn drop_unsafe_request_id(mut request: Request) -> Request {
+    let safe = |value: &[u8]| {
+        !value.is_empty()
+            && value.len() <= MAX_REQUEST_ID_LEN
+            && value
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(b))
+    };
+    let headers = request.headers_mut();
+    let all_safe = headers
+        .get_all("x-request-id")
+        .iter()
+        .all(|value| safe(value.as_bytes()));
+    if !all_safe || headers.get_all("x-request-id").iter().count() > 1 {
+        headers.remove("x-request-id");
+    }
+    request
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in

@@ -141,6 +141,8 @@ async fn spawn(
 
     let mut config = ApiConfig::new(SecretString::from(JWT_SECRET));
     config.bcrypt_cost = 4;
+    // Tests sign up many users from one address; `security.rs` tests the limit itself.
+    config.signup_per_address_per_hour = 0;
     configure(&mut config);
     let orchestrator = orchestrator.unwrap_or_else(|| {
         let dispatcher = Arc::new(QueueDispatcher::new(store.clone(), queue.clone()));

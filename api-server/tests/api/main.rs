@@ -13,5 +13,6 @@ mod health;
 mod helpers;
 mod orchestrator;
 mod reports;
+mod security;
 mod sqlite;
 mod tokens;

@@ -48,6 +48,20 @@ pub trait RecordStore: Send + Sync + 'static {
     async fn spend_refresh_token(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
     /// Revokes every token of a family; returns how many were newly revoked.
     async fn revoke_token_family(&self, family_id: Uuid, now: DateTime<Utc>) -> Result<u64>;
+    /// Signs the user out everywhere, in one transaction: revokes every refresh token and
+    /// bumps the user's token generation, so access tokens issued before fail. Returns the
+    /// new generation, `None` for an unknown user.
+    async fn sign_out_everywhere(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<Option<i64>>;
+    /// The generation access tokens must carry (see [`RecordStore::sign_out_everywhere`]);
+    /// `None` for an unknown user.
+    async fn token_generation(&self, user_id: Uuid) -> Result<Option<i64>>;
+    /// Deletes refresh tokens that expired before `expired_before` or were revoked before
+    /// `revoked_before`; returns how many.
+    async fn purge_refresh_tokens(
+        &self,
+        expired_before: DateTime<Utc>,
+        revoked_before: DateTime<Utc>,
+    ) -> Result<u64>;
 
     // ---- reports: API side -------------------------------------------------------------
 

@@ -77,6 +77,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
                 .bind(rows::ts(token.expires_at))
                 .bind(token.spent_at.map(rows::ts))
                 .bind(token.revoked_at.map(rows::ts))
+                .bind(rows::ts(token.family_expires_at))
                 .execute(pool)
                 .await
                 .map_err(|e| rows::conflict_on_unique(e, "refresh token already exists"))?;
@@ -113,6 +114,54 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
             let done = sqlx::query(sql::REVOKE_TOKEN_FAMILY)
                 .bind(family_id)
                 .bind(rows::ts(now))
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user_id))]
+    async fn sign_out_everywhere(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> crate::Result<Option<i64>> {
+        on_pool!(self.sql_pool(), |pool| {
+            let mut tx = pool.begin().await?;
+            let generation: Option<i64> = sqlx::query_scalar(sql::BUMP_TOKEN_GENERATION)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            sqlx::query(sql::REVOKE_USER_TOKENS)
+                .bind(user_id)
+                .bind(rows::ts(now))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(generation)
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user_id))]
+    async fn token_generation(&self, user_id: Uuid) -> crate::Result<Option<i64>> {
+        on_pool!(self.sql_pool(), |pool| {
+            Ok(sqlx::query_scalar(sql::TOKEN_GENERATION)
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn purge_refresh_tokens(
+        &self,
+        expired_before: DateTime<Utc>,
+        revoked_before: DateTime<Utc>,
+    ) -> crate::Result<u64> {
+        on_pool!(self.sql_pool(), |pool| {
+            let done = sqlx::query(sql::PURGE_REFRESH_TOKENS)
+                .bind(rows::ts(expired_before))
+                .bind(rows::ts(revoked_before))
                 .execute(pool)
                 .await?;
             Ok(done.rows_affected())

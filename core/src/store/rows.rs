@@ -52,6 +52,7 @@ pub(super) struct RefreshTokenRow {
     token_hash: Vec<u8>,
     created_at: Timestamp,
     expires_at: Timestamp,
+    family_expires_at: Timestamp,
     spent_at: Option<Timestamp>,
     revoked_at: Option<Timestamp>,
 }
@@ -65,6 +66,7 @@ impl From<RefreshTokenRow> for RefreshToken {
             token_hash: row.token_hash,
             created_at: row.created_at.0,
             expires_at: row.expires_at.0,
+            family_expires_at: row.family_expires_at.0,
             spent_at: row.spent_at.map(|t| t.0),
             revoked_at: row.revoked_at.map(|t| t.0),
         }

@@ -38,14 +38,22 @@ pub(super) const CREDENTIALS_BY_EMAIL: &str =
 // ---- refresh tokens ----------------------------------------------------------------------
 
 pub(super) const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens \
-     (id, user_id, family_id, token_hash, created_at, expires_at, spent_at, revoked_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     (id, user_id, family_id, token_hash, created_at, expires_at, spent_at, revoked_at, \
+     family_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 pub(super) const REFRESH_TOKEN_BY_HASH: &str = "SELECT id, user_id, family_id, token_hash, \
-     created_at, expires_at, spent_at, revoked_at FROM refresh_tokens WHERE token_hash = $1";
+     created_at, expires_at, family_expires_at, spent_at, revoked_at FROM refresh_tokens \
+     WHERE token_hash = $1";
 pub(super) const SPEND_REFRESH_TOKEN: &str = "UPDATE refresh_tokens SET spent_at = $2 \
      WHERE id = $1 AND spent_at IS NULL AND revoked_at IS NULL";
 pub(super) const REVOKE_TOKEN_FAMILY: &str =
     "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL";
+pub(super) const REVOKE_USER_TOKENS: &str =
+    "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+pub(super) const BUMP_TOKEN_GENERATION: &str = "UPDATE users \
+     SET token_generation = token_generation + 1 WHERE id = $1 RETURNING token_generation";
+pub(super) const TOKEN_GENERATION: &str = "SELECT token_generation FROM users WHERE id = $1";
+pub(super) const PURGE_REFRESH_TOKENS: &str =
+    "DELETE FROM refresh_tokens WHERE expires_at < $1 OR revoked_at < $2";
 
 // ---- reports: reads ----------------------------------------------------------------------
 

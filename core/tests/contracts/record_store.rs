@@ -29,6 +29,8 @@ crate::contract_suite! {
         credentials_are_found_by_email_with_the_password_hash,
         a_refresh_token_can_be_spent_only_once,
         revoking_a_family_revokes_its_unrevoked_tokens_only,
+        signing_out_everywhere_revokes_every_token_and_bumps_the_generation,
+        the_purge_drops_expired_and_long_revoked_tokens_only,
         a_repeated_idempotency_key_returns_the_existing_report,
         another_users_report_is_invisible_to_user_report,
         listing_pages_newest_first_with_a_cursor_and_a_status_filter,
@@ -175,6 +177,7 @@ fn refresh_token(user_id: Uuid, family_id: Uuid) -> RefreshToken {
         token_hash: Uuid::new_v4().as_bytes().to_vec(),
         created_at: t,
         expires_at: t + Duration::days(30),
+        family_expires_at: t + Duration::days(90),
         spent_at: None,
         revoked_at: None,
     }
@@ -234,6 +237,92 @@ async fn revoking_a_family_revokes_its_unrevoked_tokens_only(store: Store) -> Re
         .expect("kept");
     assert_eq!(untouched.revoked_at, None);
     assert!(store.spend_refresh_token(bystander.id, now()).await?);
+    Ok(())
+}
+
+async fn signing_out_everywhere_revokes_every_token_and_bumps_the_generation(
+    store: Store,
+) -> Result<()> {
+    let user = new_user(&store).await?;
+    let other = new_user(&store).await?;
+    assert_eq!(store.token_generation(user.id).await?, Some(0));
+    let tokens = [
+        refresh_token(user.id, Uuid::now_v7()),
+        refresh_token(user.id, Uuid::now_v7()),
+    ];
+    let bystander = refresh_token(other.id, Uuid::now_v7());
+    for token in tokens.iter().chain([&bystander]) {
+        store.insert_refresh_token(token.clone()).await?;
+    }
+
+    assert_eq!(store.sign_out_everywhere(user.id, now()).await?, Some(1));
+    assert_eq!(store.token_generation(user.id).await?, Some(1));
+    for token in &tokens {
+        let stored = store.refresh_token(&token.token_hash).await?.expect("kept");
+        assert!(stored.revoked_at.is_some(), "every family is revoked");
+    }
+    assert_eq!(store.token_generation(other.id).await?, Some(0));
+    let untouched = store
+        .refresh_token(&bystander.token_hash)
+        .await?
+        .expect("kept");
+    assert_eq!(untouched.revoked_at, None, "another user's sessions stay");
+    assert_eq!(store.sign_out_everywhere(user.id, now()).await?, Some(2));
+    assert_eq!(
+        store.sign_out_everywhere(Uuid::now_v7(), now()).await?,
+        None
+    );
+    assert_eq!(store.token_generation(Uuid::now_v7()).await?, None);
+    Ok(())
+}
+
+async fn the_purge_drops_expired_and_long_revoked_tokens_only(store: Store) -> Result<()> {
+    let user = new_user(&store).await?;
+    let t = now();
+    let live = refresh_token(user.id, Uuid::now_v7());
+    let expired = RefreshToken {
+        expires_at: t - Duration::hours(1),
+        ..refresh_token(user.id, Uuid::now_v7())
+    };
+    let revoked_long_ago = RefreshToken {
+        revoked_at: Some(t - Duration::days(2)),
+        ..refresh_token(user.id, Uuid::now_v7())
+    };
+    let revoked_just_now = RefreshToken {
+        revoked_at: Some(t),
+        ..refresh_token(user.id, Uuid::now_v7())
+    };
+    let spent = RefreshToken {
+        spent_at: Some(t - Duration::days(2)),
+        ..refresh_token(user.id, Uuid::now_v7())
+    };
+    for token in [
+        &live,
+        &expired,
+        &revoked_long_ago,
+        &revoked_just_now,
+        &spent,
+    ] {
+        store.insert_refresh_token(token.clone()).await?;
+    }
+
+    assert_eq!(
+        store.purge_refresh_tokens(t, t - Duration::days(1)).await?,
+        2
+    );
+    assert!(store.refresh_token(&expired.token_hash).await?.is_none());
+    assert!(
+        store
+            .refresh_token(&revoked_long_ago.token_hash)
+            .await?
+            .is_none()
+    );
+    for kept in [&live, &revoked_just_now, &spent] {
+        assert!(
+            store.refresh_token(&kept.token_hash).await?.is_some(),
+            "a spent token is kept: presenting it again reveals a theft"
+        );
+    }
     Ok(())
 }
 
