@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::{ApiError, Json};
-use crate::auth::credentials::{check_email, check_password, normalize_email};
+use crate::auth::credentials::{EmailError, check_email, check_password, normalize_email};
 use crate::auth::tokens;
 use crate::state::AppState;
 
@@ -110,8 +110,9 @@ async fn signup(
     State(state): State<AppState>,
     Json(body): Json<Credentials>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
-    let email = normalize_email(&body.email);
-    check_email(&email).map_err(ApiError::UnprocessableEntity)?;
+    let refused = |e: EmailError| ApiError::UnprocessableEntity(e.to_string());
+    let email = normalize_email(&body.email).map_err(refused)?;
+    check_email(&email).map_err(refused)?;
     check_password(body.password.expose_secret()).map_err(ApiError::UnprocessableEntity)?;
     let password_hash = state
         .hasher()
@@ -144,10 +145,14 @@ async fn signin(
     ClientAddr(address): ClientAddr,
     Json(body): Json<Credentials>,
 ) -> Result<Response, ApiError> {
-    let email = normalize_email(&body.email);
+    // An address that cannot be normalised (a look-alike, a domain IDNA cannot map) has no
+    // account: it is limited under what was typed, and then goes through the same dummy-hash
+    // verification and the same 401 as an unknown email.
+    let email = normalize_email(&body.email).ok();
+    let account = email.as_deref().unwrap_or_else(|| body.email.trim());
     state
         .signin_limiter()
-        .check(&email, address)
+        .check(account, address)
         .map_err(|limited| {
             tracing::info!(%address, "sign-in rate limited");
             ApiError::TooManyRequests {
@@ -155,7 +160,11 @@ async fn signin(
                 retry_after: limited.retry_after,
             }
         })?;
-    let (user, hash) = match state.store().credentials(&email).await? {
+    let credentials = match &email {
+        Some(email) => state.store().credentials(email).await?,
+        None => None,
+    };
+    let (user, hash) = match credentials {
         Some(credentials) => (Some(credentials.user), Some(credentials.password_hash)),
         None => (None, None),
     };
