@@ -19,6 +19,9 @@
 //! a look-alike, or a domain in Unicode form — matches no normal form any more and cannot
 //! sign in until it is corrected.)
 
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
 use email_address::{EmailAddress, Options};
 use unicode_normalization::UnicodeNormalization;
 
@@ -87,17 +90,50 @@ pub fn check_email(email: &str) -> Result<(), EmailError> {
     Ok(())
 }
 
-/// Checks a password for sign-up. The message never contains the password.
-pub fn check_password(password: &str) -> Result<(), String> {
+/// Why a password was refused. The message is safe to show the client: it never contains
+/// the password.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    #[error("`password` must be at least {MIN_PASSWORD_CHARS} characters long")]
+    TooShort,
+    #[error("`password` must be at most {MAX_PASSWORD_BYTES} bytes long")]
+    TooLong,
+    /// Nothing but spaces, tabs or other whitespace.
+    #[error("`password` must not be only spaces")]
+    OnlyWhitespace,
+    /// One of the 10,000 most common passwords (the bundled `common-passwords.txt`), in any
+    /// letter case.
+    #[error("`password` is too common; choose another")]
+    TooCommon,
+}
+
+/// The 10,000 most common passwords, lower-case, parsed from the bundled list on first use.
+/// `common-passwords.txt` says where the list comes from, its licence and how to regenerate
+/// it.
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("common-passwords.txt")
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+});
+
+/// Checks a password for sign-up, following NIST SP 800-63B §5.1.1.2: at least
+/// [`MIN_PASSWORD_CHARS`] characters, at most [`MAX_PASSWORD_BYTES`] bytes (bcrypt's
+/// limit), not only whitespace, and not one of the most common passwords (compared
+/// case-insensitively). No composition rules: any other password is accepted, spaces and
+/// all.
+pub fn check_password(password: &str) -> Result<(), PasswordError> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(format!(
-            "`password` must be at least {MIN_PASSWORD_CHARS} characters long"
-        ));
+        return Err(PasswordError::TooShort);
     }
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(format!(
-            "`password` must be at most {MAX_PASSWORD_BYTES} bytes long"
-        ));
+        return Err(PasswordError::TooLong);
+    }
+    if password.chars().all(char::is_whitespace) {
+        return Err(PasswordError::OnlyWhitespace);
+    }
+    if COMMON_PASSWORDS.contains(password.to_lowercase().as_str()) {
+        return Err(PasswordError::TooCommon);
     }
     Ok(())
 }
@@ -224,13 +260,104 @@ mod tests {
 
     #[test]
     fn passwords_are_between_8_characters_and_72_bytes() {
-        assert!(check_password("1234567").is_err());
-        assert!(check_password("12345678").is_ok());
+        assert_eq!(check_password("kx8-pw2"), Err(PasswordError::TooShort));
+        assert!(check_password("kx8-pw2z").is_ok());
         assert!(check_password(&"x".repeat(72)).is_ok());
-        assert!(check_password(&"x".repeat(73)).is_err());
+        assert_eq!(check_password(&"x".repeat(73)), Err(PasswordError::TooLong));
         // 8 characters but 24 bytes: long enough, and within bcrypt's limit.
         assert!(check_password("éééééééé").is_ok());
         // 25 characters, 75 bytes: over bcrypt's limit.
         assert!(check_password(&"€".repeat(25)).is_err());
+    }
+
+    #[test]
+    fn common_passwords_are_refused_in_any_case() {
+        for common in [
+            "password",
+            "PASSWORD",
+            "PassWord",
+            "12345678",
+            "qwertyuiop",
+            "iloveyou",
+            "Football",
+            "trustno1",
+            "1qaz2wsx",
+        ] {
+            assert_eq!(
+                check_password(common),
+                Err(PasswordError::TooCommon),
+                "{common:?}"
+            );
+        }
+        // Too short is said first: the list also holds shorter passwords.
+        assert_eq!(check_password("123456"), Err(PasswordError::TooShort));
+    }
+
+    #[test]
+    fn whitespace_only_passwords_are_refused() {
+        for blank in [
+            " ".repeat(8),
+            " ".repeat(72),
+            "\t \t \t \t ".to_owned(),
+            "\u{a0}".repeat(8),   // no-break spaces
+            "\u{3000}".repeat(8), // ideographic spaces
+        ] {
+            assert_eq!(
+                check_password(&blank),
+                Err(PasswordError::OnlyWhitespace),
+                "{blank:?}"
+            );
+        }
+        assert_eq!(check_password(&" ".repeat(7)), Err(PasswordError::TooShort));
+    }
+
+    #[test]
+    fn other_passwords_pass_with_no_composition_rules() {
+        for fine in [
+            "correct horse battery staple",
+            "correct horse battery",
+            "tangerine Voltage 42 marsupial orbit",
+            "   a    ",
+            "alllowercaseletters",
+            "Ωmega-\u{1f511}-vault",
+        ] {
+            assert_eq!(check_password(fine), Ok(()), "{fine:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_never_repeat_the_password() {
+        for (password, error) in [
+            ("1234567", PasswordError::TooShort),
+            ("qwertyuiop", PasswordError::TooCommon),
+            ("        ", PasswordError::OnlyWhitespace),
+        ] {
+            assert_eq!(check_password(password), Err(error));
+            assert!(!error.to_string().contains(password), "{error}");
+        }
+        assert!(!PasswordError::TooLong.to_string().contains(&"x".repeat(73)));
+    }
+
+    #[test]
+    fn the_bundled_list_holds_10000_lowercase_passwords() {
+        let entries: Vec<_> = include_str!("common-passwords.txt")
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .collect();
+        assert_eq!(entries.len(), 10_000);
+        assert_eq!(
+            COMMON_PASSWORDS.len(),
+            entries.len(),
+            "duplicates in the list"
+        );
+        assert_eq!(entries[..3], ["123456", "password", "12345678"]);
+        for entry in entries {
+            assert!(!entry.is_empty());
+            assert_eq!(entry, entry.to_lowercase(), "{entry:?} is not lower-case");
+            assert!(
+                !entry.contains(char::is_whitespace),
+                "{entry:?} holds whitespace"
+            );
+        }
     }
 }

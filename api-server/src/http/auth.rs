@@ -113,7 +113,8 @@ async fn signup(
     let refused = |e: EmailError| ApiError::UnprocessableEntity(e.to_string());
     let email = normalize_email(&body.email).map_err(refused)?;
     check_email(&email).map_err(refused)?;
-    check_password(body.password.expose_secret()).map_err(ApiError::UnprocessableEntity)?;
+    check_password(body.password.expose_secret())
+        .map_err(|e| ApiError::UnprocessableEntity(e.to_string()))?;
     let password_hash = state
         .hasher()
         .hash(body.password)

@@ -205,6 +205,54 @@ async fn an_internationalised_domain_is_stored_in_its_ascii_form() {
 }
 
 #[tokio::test]
+async fn signup_refuses_common_and_blank_passwords_without_repeating_them() {
+    let app = spawn_app().await;
+    for (password, expected) in [
+        ("password", "`password` is too common; choose another"),
+        ("12345678", "`password` is too common; choose another"),
+        ("qwertyuiop", "`password` is too common; choose another"),
+        ("PassWord", "`password` is too common; choose another"),
+        ("Football", "`password` is too common; choose another"),
+        ("        ", "`password` must not be only spaces"),
+        ("\t \t \t \t \t", "`password` must not be only spaces"),
+    ] {
+        let response = app.signup("ada@example.com", password).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{password:?}"
+        );
+        let text = response.text().await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["error"], "unprocessable_entity");
+        // The exact message, and the password nowhere else: "password" is also the field's name.
+        assert_eq!(body["message"], expected, "{password:?}");
+        if password != "password" {
+            assert!(!text.contains(password), "{password:?} echoed in {text}");
+        }
+    }
+    // None of them created the account.
+    assert_eq!(
+        app.signin("ada@example.com", "password").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn signup_accepts_a_strong_passphrase() {
+    let app = spawn_app().await;
+    let passphrase = "tangerine Voltage 42 marsupial orbit";
+    assert_eq!(
+        app.signup("ada@example.com", passphrase).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.signin("ada@example.com", passphrase).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn signup_without_a_json_content_type_is_415() {
     let app = spawn_app().await;
     let response = app
