@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::client::ClientAddr;
 use super::error::{ApiError, Json};
-use crate::auth::credentials::{check_email, check_password, normalize_email};
+use crate::auth::credentials::{EmailError, check_email, check_password, normalize_email};
 use crate::auth::password::{HashError, Priority};
 use crate::auth::tokens;
 use crate::state::AppState;
@@ -123,9 +123,11 @@ async fn signup(
     ClientAddr(address): ClientAddr,
     Json(body): Json<Credentials>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
-    let email = normalize_email(&body.email);
-    check_email(&email).map_err(ApiError::UnprocessableEntity)?;
-    check_password(body.password.expose_secret()).map_err(ApiError::UnprocessableEntity)?;
+    let refused = |e: EmailError| ApiError::UnprocessableEntity(e.to_string());
+    let email = normalize_email(&body.email).map_err(refused)?;
+    check_email(&email).map_err(refused)?;
+    check_password(body.password.expose_secret())
+        .map_err(|e| ApiError::UnprocessableEntity(e.to_string()))?;
     state
         .signin_limiter()
         .check_signup(address)
@@ -167,10 +169,14 @@ async fn signin(
     ClientAddr(address): ClientAddr,
     Json(body): Json<Credentials>,
 ) -> Result<Response, ApiError> {
-    let email = normalize_email(&body.email);
+    // An address that cannot be normalised (a look-alike, a domain IDNA cannot map) has no
+    // account: it is limited under what was typed, and then goes through the same dummy-hash
+    // verification and the same 401 as an unknown email.
+    let email = normalize_email(&body.email).ok();
+    let account = email.as_deref().unwrap_or_else(|| body.email.trim());
     state
         .signin_limiter()
-        .check(&email, address)
+        .check(account, address)
         .map_err(|limited| {
             tracing::info!(%address, "sign-in rate limited");
             ApiError::TooManyRequests {
@@ -178,7 +184,11 @@ async fn signin(
                 retry_after: limited.retry_after,
             }
         })?;
-    let (user, hash) = match state.store().credentials(&email).await? {
+    let credentials = match &email {
+        Some(email) => state.store().credentials(email).await?,
+        None => None,
+    };
+    let (user, hash) = match credentials {
         Some(credentials) => (Some(credentials.user), Some(credentials.password_hash)),
         None => (None, None),
     };

@@ -2,10 +2,12 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use uuid::Uuid;
 
-use crate::helpers::{PASSWORD, body, error, spawn_app, spawn_app_with};
+use crate::helpers::{PASSWORD, TestApp, body, error, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn signup_creates_an_account_and_answers_201_with_it() {
@@ -79,6 +81,175 @@ async fn signup_with_a_taken_email_is_409_whatever_its_case_or_whitespace() {
         "conflict",
     )
     .await;
+}
+
+/// `kada@example.com` written with fullwidth forms, a compatibility variant of it.
+const FULLWIDTH_KADA: &str = "\u{ff4b}\u{ff41}\u{ff44}\u{ff41}@example.com";
+/// `kada@example.com` with a Cyrillic а (U+0430): looks the same, is another string.
+const CYRILLIC_KADA: &str = "k\u{0430}da@example.com";
+
+/// Signs up `email` and answers the new account's id.
+async fn signed_up(app: &TestApp, email: &str) -> Uuid {
+    let created = app.signup(email, PASSWORD).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    body(created).await["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// The account a sign-in as `email` lands in, read from the access token it answers.
+async fn signed_in_as(app: &TestApp, email: &str) -> Uuid {
+    let response = app.signin(email, PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::OK, "signing in as {email:?}");
+    let tokens = body(response).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    app.state
+        .access_tokens()
+        .verify(access, Utc::now())
+        .unwrap()
+        .sub
+}
+
+#[tokio::test]
+async fn look_alike_emails_never_create_a_second_account() {
+    let app = spawn_app().await;
+    signed_up(&app, "kada@example.com").await;
+
+    // Compatibility forms (fullwidth letters, a fullwidth domain) are the same address.
+    for same in [
+        FULLWIDTH_KADA,
+        "kada@\u{ff25}\u{ff38}\u{ff21}\u{ff2d}\u{ff30}\u{ff2c}\u{ff25}.com",
+        "\u{ff2b}ADA@example.com",
+    ] {
+        let message = error(
+            app.signup(same, PASSWORD).await,
+            StatusCode::CONFLICT,
+            "conflict",
+        )
+        .await;
+        assert!(message.contains("already exists"), "{same:?}: {message}");
+    }
+    // Letters from other alphabets before the @ are refused outright.
+    for look_alike in [
+        CYRILLIC_KADA,
+        "k\u{0430}d\u{0430}@example.com",
+        "kad\u{03b1}@example.com",
+    ] {
+        let message = error(
+            app.signup(look_alike, PASSWORD).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable_entity",
+        )
+        .await;
+        assert!(
+            message.contains("ASCII letters before the @"),
+            "{look_alike:?}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_fullwidth_email_signs_in_to_the_same_account() {
+    let app = spawn_app().await;
+    let kada = signed_up(&app, "kada@example.com").await;
+    assert_eq!(signed_in_as(&app, FULLWIDTH_KADA).await, kada);
+    assert_eq!(signed_in_as(&app, "kada@\u{ff45}xample.com").await, kada);
+}
+
+#[tokio::test]
+async fn a_look_alike_or_unnormalisable_email_cannot_sign_in_and_reads_like_an_unknown_one() {
+    let app = spawn_app().await;
+    signed_up(&app, "kada@example.com").await;
+    let unknown = app.signin("nobody@example.com", PASSWORD).await;
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    let unknown = body(unknown).await;
+    // A look-alike of an existing account, and a domain IDNA cannot map (invalid punycode).
+    for email in [CYRILLIC_KADA, "kada@xn--a.com"] {
+        let response = app.signin(email, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{email:?}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        assert_eq!(body(response).await, unknown, "{email:?}");
+    }
+}
+
+#[tokio::test]
+async fn signup_with_a_domain_idna_cannot_map_is_422() {
+    let app = spawn_app().await;
+    for email in ["kada@xn--a.com", "kada@ex\u{200d}ample.com"] {
+        let message = error(
+            app.signup(email, PASSWORD).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable_entity",
+        )
+        .await;
+        assert!(message.contains("email"), "{email:?}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn an_internationalised_domain_is_stored_in_its_ascii_form() {
+    let app = spawn_app().await;
+    let created = app.signup("Ada@B\u{00dc}cher.example", PASSWORD).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created = body(created).await;
+    assert_eq!(created["email"], "ada@xn--bcher-kva.example");
+    let id: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    // Either spelling of the domain reaches the account.
+    assert_eq!(signed_in_as(&app, "ada@b\u{00fc}cher.example").await, id);
+    assert_eq!(signed_in_as(&app, "ada@xn--bcher-kva.example").await, id);
+    let stored = app
+        .store
+        .credentials("ada@xn--bcher-kva.example")
+        .await
+        .unwrap()
+        .expect("the account is stored under the punycode form");
+    assert_eq!(stored.user.id, id);
+}
+
+#[tokio::test]
+async fn signup_refuses_common_and_blank_passwords_without_repeating_them() {
+    let app = spawn_app().await;
+    for (password, expected) in [
+        ("password", "`password` is too common; choose another"),
+        ("12345678", "`password` is too common; choose another"),
+        ("qwertyuiop", "`password` is too common; choose another"),
+        ("PassWord", "`password` is too common; choose another"),
+        ("Football", "`password` is too common; choose another"),
+        ("        ", "`password` must not be only spaces"),
+        ("\t \t \t \t \t", "`password` must not be only spaces"),
+    ] {
+        let response = app.signup("ada@example.com", password).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{password:?}"
+        );
+        let text = response.text().await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["error"], "unprocessable_entity");
+        // The exact message, and the password nowhere else: "password" is also the field's name.
+        assert_eq!(body["message"], expected, "{password:?}");
+        if password != "password" {
+            assert!(!text.contains(password), "{password:?} echoed in {text}");
+        }
+    }
+    // None of them created the account.
+    assert_eq!(
+        app.signin("ada@example.com", "password").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn signup_accepts_a_strong_passphrase() {
+    let app = spawn_app().await;
+    let passphrase = "tangerine Voltage 42 marsupial orbit";
+    assert_eq!(
+        app.signup("ada@example.com", passphrase).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.signin("ada@example.com", passphrase).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
