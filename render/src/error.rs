@@ -11,11 +11,11 @@ use quire_crds::{ReportFormat, ReportType};
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     /// The requested data source is not configured.
-    #[error("unknown data source `{name}`; {}", describe_configured(configured))]
-    UnknownSource {
-        name: String,
-        configured: Vec<String>,
-    },
+    ///
+    /// The message names only the requested source: listing the configured ones would let
+    /// any user enumerate them (their names can reveal internal systems).
+    #[error("unknown data source `{name}`")]
+    UnknownSource { name: String },
     /// The upstream could not be reached, the connection broke, or it timed out.
     #[error("{0}")]
     Fetch(String),
@@ -44,14 +44,6 @@ pub enum RenderError {
     /// worker is shutting down).
     #[error("the render was stopped")]
     Cancelled,
-}
-
-fn describe_configured(configured: &[String]) -> String {
-    if configured.is_empty() {
-        "no data sources are configured".to_owned()
-    } else {
-        format!("configured sources: {}", configured.join(", "))
-    }
 }
 
 impl RenderError {
@@ -159,30 +151,15 @@ mod tests {
         assert!(!RenderError::UpstreamStatus(401).is_retryable());
         assert!(!RenderError::TooLarge { limit: 1 }.is_retryable());
         assert!(!RenderError::BadData("x".into()).is_retryable());
-        let unknown = RenderError::UnknownSource {
-            name: "x".into(),
-            configured: vec![],
-        };
+        let unknown = RenderError::UnknownSource { name: "x".into() };
         assert!(!unknown.is_retryable());
     }
 
     #[test]
-    fn unknown_source_names_the_configured_ones() {
+    fn unknown_source_names_only_the_requested_one() {
         let e = RenderError::UnknownSource {
             name: "gmaes".into(),
-            configured: vec!["games".into(), "movies".into()],
         };
-        assert_eq!(
-            e.to_string(),
-            "unknown data source `gmaes`; configured sources: games, movies"
-        );
-        let e = RenderError::UnknownSource {
-            name: "x".into(),
-            configured: vec![],
-        };
-        assert_eq!(
-            e.to_string(),
-            "unknown data source `x`; no data sources are configured"
-        );
+        assert_eq!(e.to_string(), "unknown data source `gmaes`");
     }
 }

@@ -46,7 +46,6 @@ pub async fn fetch_dataset(
         .get(&params.source)
         .ok_or_else(|| RenderError::UnknownSource {
             name: params.source.clone(),
-            configured: sources.names().map(str::to_owned).collect(),
         })?;
     let fetched_at = Utc::now();
     let body = tokio::time::timeout(source.timeout(), download(client, source, progress))
