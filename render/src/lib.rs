@@ -42,8 +42,16 @@
 //! The upstream must answer `2xx` with a JSON array of objects (at `rows_pointer`). Nested
 //! values are kept as JSON in [`Dataset::rows`]; CSV and PDF cells show them as compact
 //! JSON text, JSON output keeps them nested.
+//!
+//! # CSV cells
+//!
+//! A text cell of any CSV output (dataset or activity, header included) that begins with
+//! `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'`, so spreadsheets
+//! show it as text instead of running it as a formula (OWASP's CSV injection remedy).
+//! Numbers are written as they are: a JSON `-5` stays `-5`, the string `"-5"` becomes `'-5`.
 
 mod activity;
+mod csv_cell;
 mod dataset;
 mod error;
 mod fetch;
