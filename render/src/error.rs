@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use quire_crds::{ReportFormat, ReportType};
 
+use crate::client::RedirectRefusal;
+
 /// Why a report could not be fetched or rendered.
 ///
 /// The `Display` text is meant for the report's owner (it ends up in the report's
@@ -19,6 +21,19 @@ pub enum RenderError {
     /// The upstream could not be reached, the connection broke, or it timed out.
     #[error("{0}")]
     Fetch(String),
+    /// The source's host is, or resolves to, an address that is not public (loopback,
+    /// private, link-local such as cloud metadata, ...) and the source does not set
+    /// `allow_private`.
+    #[error(
+        "data source `{name}` resolves to a private address; set allow_private = true in its definition if it is internal"
+    )]
+    PrivateAddress { name: String },
+    /// The upstream answered with a redirect that is not followed.
+    #[error("data source `{name}` {refusal}")]
+    Redirect {
+        name: String,
+        refusal: RedirectRefusal,
+    },
     /// The response body is larger than the source's size cap.
     #[error("the data source's response is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
@@ -48,13 +63,16 @@ pub enum RenderError {
 
 impl RenderError {
     /// True when trying again later may succeed: network errors, timeouts, `5xx`, `429`
-    /// and `408` answers, and local I/O errors (a full disk may be freed). Configuration
-    /// and data problems (unknown source, bad data, too large, other `4xx`) are final.
+    /// and `408` answers, redirect loops, and local I/O errors (a full disk may be freed).
+    /// Configuration and data problems (unknown source, private address, redirect to another
+    /// origin, bad data, too large, other `4xx`) are final.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Fetch(_) | Self::Io(_) => true,
             Self::UpstreamStatus(status) => *status >= 500 || *status == 429 || *status == 408,
+            Self::Redirect { refusal, .. } => refusal.is_retryable(),
             Self::UnknownSource { .. }
+            | Self::PrivateAddress { .. }
             | Self::TooLarge { .. }
             | Self::BadData(_)
             | Self::UnsupportedFormat { .. }
@@ -68,6 +86,8 @@ impl RenderError {
         match self {
             Self::UnknownSource { .. } => "unknown_source",
             Self::Fetch(_) => "fetch",
+            Self::PrivateAddress { .. } => "private_address",
+            Self::Redirect { .. } => "redirect",
             Self::TooLarge { .. } => "too_large",
             Self::UpstreamStatus(_) => "upstream_status",
             Self::BadData(_) => "bad_data",
