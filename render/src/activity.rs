@@ -7,6 +7,7 @@ use chrono::{DateTime, Days, SecondsFormat, Utc};
 use quire_crds::model::{Report, User};
 use quire_crds::{ReportFormat, ReportType};
 
+use crate::csv_cell::{escape_formula, write_cells};
 use crate::error::RenderError;
 use crate::output::{AtomicOutput, write_atomically};
 use crate::pdf::{
@@ -71,16 +72,23 @@ fn write_csv(data: &ActivityData, out: &Path, progress: &Progress) -> Result<(),
         csv.write_record(ACTIVITY_CSV_HEADER)?;
         let total = data.reports.len() as u64;
         for (index, r) in data.reports.iter().enumerate() {
-            csv.write_record([
-                r.id.to_string().as_str(),
+            let id = r.id.to_string();
+            let attempts = r.attempts.to_string();
+            let created_at = timestamp(r.created_at);
+            let completed_at = r.completed_at.map(timestamp).unwrap_or_default();
+            let cells = [
+                id.as_str(),
                 r.report_type.as_str(),
                 r.format.as_str(),
                 r.status.as_str(),
-                r.attempts.to_string().as_str(),
-                timestamp(r.created_at).as_str(),
-                r.completed_at.map(timestamp).unwrap_or_default().as_str(),
+                &attempts,
+                &created_at,
+                &completed_at,
                 r.error_message.as_deref().unwrap_or(""),
-            ])?;
+            ];
+            // Every cell goes through the escape, even those Quire writes itself (the
+            // attempt count's digits never need it), so no field can slip a formula through.
+            write_cells(&mut csv, cells.into_iter().map(escape_formula))?;
             if index % 256 == 0 {
                 phase.report(index as u64, total)?;
             }

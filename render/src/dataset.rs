@@ -7,6 +7,7 @@ use std::path::Path;
 use quire_crds::ReportFormat;
 use serde_json::Value;
 
+use crate::csv_cell::{escape_formula, json_cell, write_cells};
 use crate::error::RenderError;
 use crate::fetch::Dataset;
 use crate::output::{AtomicOutput, write_atomically};
@@ -42,11 +43,10 @@ fn write_csv(data: &Dataset, out: &Path, phase: &Phase<'_>) -> Result<(), Render
         let mut csv = csv::Writer::from_writer(output.writer());
         // With no columns there is nothing to write: an empty record would be `""`.
         if !data.columns.is_empty() {
-            csv.write_record(&data.columns)?;
+            // Column names come from the upstream's keys: they are text cells like any other.
+            write_cells(&mut csv, data.columns.iter().map(|c| escape_formula(c)))?;
             for (index, row) in data.rows.iter().enumerate() {
-                csv.write_record(
-                    padded(row, data.columns.len()).map(|v| cell_text(v).into_owned()),
-                )?;
+                write_cells(&mut csv, padded(row, data.columns.len()).map(json_cell))?;
                 if index % PROGRESS_EVERY == 0 {
                     phase.report(index as u64, data.rows.len() as u64)?;
                 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use quire_crds::{ReportFormat, ReportType};
 
+use crate::client::RedirectRefusal;
+
 /// Why a report could not be fetched or rendered.
 ///
 /// The `Display` text is meant for the report's owner (it ends up in the report's
@@ -11,14 +13,27 @@ use quire_crds::{ReportFormat, ReportType};
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     /// The requested data source is not configured.
-    #[error("unknown data source `{name}`; {}", describe_configured(configured))]
-    UnknownSource {
-        name: String,
-        configured: Vec<String>,
-    },
+    ///
+    /// The message names only the requested source: listing the configured ones would let
+    /// any user enumerate them (their names can reveal internal systems).
+    #[error("unknown data source `{name}`")]
+    UnknownSource { name: String },
     /// The upstream could not be reached, the connection broke, or it timed out.
     #[error("{0}")]
     Fetch(String),
+    /// The source's host is, or resolves to, an address that is not public (loopback,
+    /// private, link-local such as cloud metadata, ...) and the source does not set
+    /// `allow_private`.
+    #[error(
+        "data source `{name}` resolves to a private address; set allow_private = true in its definition if it is internal"
+    )]
+    PrivateAddress { name: String },
+    /// The upstream answered with a redirect that is not followed.
+    #[error("data source `{name}` {refusal}")]
+    Redirect {
+        name: String,
+        refusal: RedirectRefusal,
+    },
     /// The response body is larger than the source's size cap.
     #[error("the data source's response is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
@@ -46,23 +61,18 @@ pub enum RenderError {
     Cancelled,
 }
 
-fn describe_configured(configured: &[String]) -> String {
-    if configured.is_empty() {
-        "no data sources are configured".to_owned()
-    } else {
-        format!("configured sources: {}", configured.join(", "))
-    }
-}
-
 impl RenderError {
     /// True when trying again later may succeed: network errors, timeouts, `5xx`, `429`
-    /// and `408` answers, and local I/O errors (a full disk may be freed). Configuration
-    /// and data problems (unknown source, bad data, too large, other `4xx`) are final.
+    /// and `408` answers, redirect loops, and local I/O errors (a full disk may be freed).
+    /// Configuration and data problems (unknown source, private address, redirect to another
+    /// origin, bad data, too large, other `4xx`) are final.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Fetch(_) | Self::Io(_) => true,
             Self::UpstreamStatus(status) => *status >= 500 || *status == 429 || *status == 408,
+            Self::Redirect { refusal, .. } => refusal.is_retryable(),
             Self::UnknownSource { .. }
+            | Self::PrivateAddress { .. }
             | Self::TooLarge { .. }
             | Self::BadData(_)
             | Self::UnsupportedFormat { .. }
@@ -76,6 +86,8 @@ impl RenderError {
         match self {
             Self::UnknownSource { .. } => "unknown_source",
             Self::Fetch(_) => "fetch",
+            Self::PrivateAddress { .. } => "private_address",
+            Self::Redirect { .. } => "redirect",
             Self::TooLarge { .. } => "too_large",
             Self::UpstreamStatus(_) => "upstream_status",
             Self::BadData(_) => "bad_data",
@@ -159,30 +171,15 @@ mod tests {
         assert!(!RenderError::UpstreamStatus(401).is_retryable());
         assert!(!RenderError::TooLarge { limit: 1 }.is_retryable());
         assert!(!RenderError::BadData("x".into()).is_retryable());
-        let unknown = RenderError::UnknownSource {
-            name: "x".into(),
-            configured: vec![],
-        };
+        let unknown = RenderError::UnknownSource { name: "x".into() };
         assert!(!unknown.is_retryable());
     }
 
     #[test]
-    fn unknown_source_names_the_configured_ones() {
+    fn unknown_source_names_only_the_requested_one() {
         let e = RenderError::UnknownSource {
             name: "gmaes".into(),
-            configured: vec!["games".into(), "movies".into()],
         };
-        assert_eq!(
-            e.to_string(),
-            "unknown data source `gmaes`; configured sources: games, movies"
-        );
-        let e = RenderError::UnknownSource {
-            name: "x".into(),
-            configured: vec![],
-        };
-        assert_eq!(
-            e.to_string(),
-            "unknown data source `x`; no data sources are configured"
-        );
+        assert_eq!(e.to_string(), "unknown data source `gmaes`");
     }
 }

@@ -8,6 +8,7 @@ use quire_crds::DatasetParameters;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use crate::client::{self, FetchClient};
 use crate::error::RenderError;
 use crate::progress::Progress;
 use crate::sources::{DataSource, DataSources};
@@ -35,9 +36,12 @@ pub struct Dataset {
 /// body is read chunk by chunk and abandoned as soon as it exceeds the source's size cap.
 /// Progress goes from 0 to 50: to 40 while the body arrives, to 50 as rows are extracted.
 ///
+/// The fetch goes through `client`, which refuses non-public addresses unless the source
+/// allows them and follows only same-origin redirects (see [`FetchClient`]).
+///
 /// Errors never contain the source's URL or headers: their text reaches the report's owner.
 pub async fn fetch_dataset(
-    client: &reqwest::Client,
+    client: &FetchClient,
     sources: &DataSources,
     params: &DatasetParameters,
     progress: &Progress,
@@ -46,7 +50,6 @@ pub async fn fetch_dataset(
         .get(&params.source)
         .ok_or_else(|| RenderError::UnknownSource {
             name: params.source.clone(),
-            configured: sources.names().map(str::to_owned).collect(),
         })?;
     let fetched_at = Utc::now();
     let body = tokio::time::timeout(source.timeout(), download(client, source, progress))
@@ -89,17 +92,15 @@ pub async fn fetch_dataset(
 
 /// Sends the request and reads the body, enforcing the size cap while streaming.
 async fn download(
-    client: &reqwest::Client,
+    client: &FetchClient,
     source: &DataSource,
     progress: &Progress,
 ) -> Result<Vec<u8>, RenderError> {
-    let fetch_error = |e: reqwest::Error| RenderError::Fetch(describe(source.name(), e));
-    let mut response = client
-        .get(source.url().clone())
-        .headers(source.headers().clone())
-        .send()
-        .await
-        .map_err(fetch_error)?;
+    let fetch_error = |e: reqwest::Error| {
+        client::refusal(source.name(), &e)
+            .unwrap_or_else(|| RenderError::Fetch(describe(source.name(), e)))
+    };
+    let mut response = client.get(source)?.send().await.map_err(fetch_error)?;
 
     let status = response.status();
     if !status.is_success() {
@@ -132,7 +133,7 @@ fn describe(source: &str, e: reqwest::Error) -> String {
     } else if e.is_connect() {
         "could not be reached"
     } else if e.is_redirect() {
-        "redirected too often"
+        "sent a redirect that could not be followed"
     } else if e.is_body() {
         "broke off its answer"
     } else {

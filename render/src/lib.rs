@@ -33,17 +33,35 @@
 //! headers = { "Accept" = "application/json" }  # optional static request headers, e.g. an API
 //!                                              #   key; values are never logged or shown
 //! title = "Games"                              # optional PDF title (default: the name)
+//! allow_private = false                        # optional; true lets the URL's host be a
+//!                                              #   loopback/private/link-local address
+//!                                              #   (default false: only public addresses)
 //! ```
 //!
 //! Source names follow the rules of a dataset report's `source` parameter: 1–64 ASCII
 //! letters, digits, `-` and `_`. Unknown keys are rejected so a typo cannot silently
 //! drop a limit.
 //!
+//! Fetches go through a [`FetchClient`]: it follows redirects only within the source's
+//! origin (at most [`MAX_REDIRECTS`], never https to http), so configured headers never
+//! reach another origin, and it refuses a source whose host is or resolves to a loopback,
+//! private, link-local (cloud metadata), unique-local or otherwise non-public address,
+//! unless the source sets `allow_private = true` because it really is internal.
+//!
 //! The upstream must answer `2xx` with a JSON array of objects (at `rows_pointer`). Nested
 //! values are kept as JSON in [`Dataset::rows`]; CSV and PDF cells show them as compact
 //! JSON text, JSON output keeps them nested.
+//!
+//! # CSV cells
+//!
+//! A text cell of any CSV output (dataset or activity, header included) that begins with
+//! `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'`, so spreadsheets
+//! show it as text instead of running it as a formula (OWASP's CSV injection remedy).
+//! Numbers are written as they are: a JSON `-5` stays `-5`, the string `"-5"` becomes `'-5`.
 
 mod activity;
+mod client;
+mod csv_cell;
 mod dataset;
 mod error;
 mod fetch;
@@ -55,6 +73,7 @@ mod sources;
 mod text;
 
 pub use activity::{ActivityData, render_activity};
+pub use client::{FetchClient, MAX_REDIRECTS, RedirectRefusal};
 pub use dataset::render_dataset;
 pub use error::{ConfigError, RenderError};
 pub use fetch::{Dataset, fetch_dataset};

@@ -36,6 +36,7 @@ pub struct DataSource {
     max_rows: usize,
     headers: HeaderMap,
     title: Option<String>,
+    allow_private: bool,
 }
 
 impl DataSource {
@@ -84,6 +85,12 @@ impl DataSource {
     pub fn title(&self) -> &str {
         self.title.as_deref().unwrap_or(&self.name)
     }
+
+    /// True when the operator marked the source internal: its host may be a loopback,
+    /// private or link-local address (default: only public addresses are fetched from).
+    pub fn allow_private(&self) -> bool {
+        self.allow_private
+    }
 }
 
 impl fmt::Debug for DataSource {
@@ -104,6 +111,7 @@ impl fmt::Debug for DataSource {
             .field("max_rows", &self.max_rows)
             .field("headers", &header_names)
             .field("title", &self.title)
+            .field("allow_private", &self.allow_private)
             .finish()
     }
 }
@@ -128,6 +136,8 @@ struct RawSource {
     #[serde(default)]
     headers: BTreeMap<String, String>,
     title: Option<String>,
+    #[serde(default)]
+    allow_private: bool,
 }
 
 impl DataSources {
@@ -280,6 +290,7 @@ fn validate(name: &str, raw: RawSource) -> Result<DataSource, String> {
         max_rows,
         headers,
         title: raw.title.filter(|t| !t.trim().is_empty()),
+        allow_private: raw.allow_private,
     })
 }
 
@@ -300,6 +311,7 @@ mod tests {
 
         [sources.plain]
         url = "http://127.0.0.1:8080/rows"
+        allow_private = true
     "#;
 
     #[test]
@@ -316,6 +328,7 @@ mod tests {
         assert_eq!(games.max_rows(), 50);
         assert_eq!(games.headers()["x-api-key"], "s3cret");
         assert_eq!(games.title(), "Games");
+        assert!(!games.allow_private(), "sources are public-only by default");
 
         let plain = sources.get("plain").unwrap();
         assert_eq!(plain.rows_pointer(), None);
@@ -324,6 +337,7 @@ mod tests {
         assert_eq!(plain.max_bytes(), DEFAULT_MAX_BYTES);
         assert_eq!(plain.max_rows(), DEFAULT_MAX_ROWS);
         assert_eq!(plain.title(), "plain");
+        assert!(plain.allow_private());
         assert!(sources.get("nope").is_none());
     }
 

@@ -31,7 +31,7 @@ use std::time::Duration;
 use quire_core::queue::WorkQueue;
 use quire_core::storage::OutputStorage;
 use quire_core::store::RecordStore;
-use quire_render::DataSources;
+use quire_render::{DataSources, FetchClient};
 
 pub use delivery::Outcome;
 
@@ -97,7 +97,9 @@ pub struct Worker {
     queue: Arc<dyn WorkQueue>,
     storage: Arc<dyn OutputStorage>,
     sources: Arc<DataSources>,
-    http: reqwest::Client,
+    /// Fetches data sources: same-origin redirects only, private addresses only for
+    /// sources that allow them.
+    http: FetchClient,
     config: WorkerConfig,
 }
 
@@ -109,11 +111,7 @@ impl Worker {
         sources: Arc<DataSources>,
         config: WorkerConfig,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("quire-worker/", env!("CARGO_PKG_VERSION")))
-            // Sources are operator-configured; still, do not wander far from them.
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .build()
+        let http = FetchClient::new(concat!("quire-worker/", env!("CARGO_PKG_VERSION")))
             .expect("the HTTP client's TLS backend initialises");
         Self {
             store,

@@ -7,7 +7,7 @@ use chrono::Utc;
 use quire_core::model::Report;
 use quire_core::store::RecordStore;
 use quire_crds::ReportParameters;
-use quire_render::{ActivityData, DataSources, ProfileData, Progress, RenderError};
+use quire_render::{ActivityData, DataSources, FetchClient, ProfileData, Progress, RenderError};
 use tokio_util::sync::CancellationToken;
 
 /// Most reports an activity report lists.
@@ -77,7 +77,7 @@ type BlockingRender =
 /// stop (through [`Progress::cancel`]) and wait for.
 pub(crate) struct RenderJob {
     pub store: Arc<dyn RecordStore>,
-    pub http: reqwest::Client,
+    pub http: FetchClient,
     pub sources: Arc<DataSources>,
     pub report: Report,
     /// Scratch directory the file is written in.
@@ -121,7 +121,7 @@ impl RenderJob {
 /// render of it.
 async fn prepare(
     store: &dyn RecordStore,
-    http: &reqwest::Client,
+    http: &FetchClient,
     sources: &DataSources,
     report: &Report,
     progress: &Progress,

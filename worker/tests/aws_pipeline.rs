@@ -206,12 +206,15 @@ impl Pipeline {
                 r#"
                 [sources.pokemon]
                 url = "http://{fixtures}/rows"
+                allow_private = true
                 rows_pointer = "/results"
                 [sources.slow]
                 url = "http://{fixtures}/slow"
+                allow_private = true
                 rows_pointer = "/results"
                 [sources.big]
                 url = "http://{fixtures}/big"
+                allow_private = true
                 rows_pointer = "/results"
                 max_rows = {BIG_ROWS}
                 max_bytes = 67108864

@@ -67,6 +67,7 @@ async fn cancelling_a_long_render_stops_its_cpu_work_within_a_second_or_so() {
         r#"
         [sources.big]
         url = "http://{fixtures}/rows"
+        allow_private = true
         rows_pointer = "/results"
         max_rows = {ROWS}
         max_bytes = 67108864

@@ -124,12 +124,18 @@ impl TestWorld {
             r#"
             [sources.pokemon]
             url = "http://{0}/rows"
+            allow_private = true
             rows_pointer = "/results"
             [sources.broken]
             url = "http://{0}/broken"
+            allow_private = true
             [sources.slow]
             url = "http://{0}/slow"
+            allow_private = true
             timeout_secs = 30
+            [sources.unmarked]
+            url = "http://{0}/rows"
+            rows_pointer = "/results"
             "#,
             self.fixtures
         ))
@@ -438,13 +444,38 @@ async fn an_unknown_source_fails_at_once_without_retrying() {
     let failed = world.report(report.id).await;
     assert_eq!(failed.attempts, 1);
     let message = failed.error_message.unwrap();
+    assert!(message.contains("nowhere"), "{message}");
     assert!(
-        message.contains("nowhere") && message.contains("pokemon"),
-        "names the configured sources: {message}"
+        !message.contains("pokemon") && !message.contains("broken"),
+        "names no configured source: {message}"
     );
     // Retrying cannot fix it: the message is deleted, not kept as a dead letter.
     assert!(world.queue_is_empty(Duration::ZERO).await);
     assert_eq!(world.queue.dead_letters().await.unwrap(), []);
+}
+
+#[tokio::test]
+async fn a_source_on_a_private_address_that_does_not_allow_it_fails_at_once() {
+    let world = TestWorld::new().await;
+    let report = world
+        .request(
+            ReportType::Dataset,
+            ReportFormat::Csv,
+            json!({"source": "unmarked"}),
+        )
+        .await;
+
+    let outcome = world.process_next(fast_config()).await;
+
+    assert_eq!(outcome, Outcome::Failed);
+    let failed = world.report(report.id).await;
+    assert_eq!(failed.attempts, 1);
+    let message = failed.error_message.unwrap();
+    assert_eq!(
+        message,
+        "data source `unmarked` resolves to a private address; set allow_private = true in its definition if it is internal"
+    );
+    assert!(world.queue_is_empty(Duration::ZERO).await);
 }
 
 #[tokio::test]

@@ -84,6 +84,23 @@ fn the_activity_csv_has_one_row_per_report() {
 }
 
 #[test]
+fn activity_csv_error_messages_cannot_become_formulas() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("activity.csv");
+    let mut data = activity(2, 30);
+    data.reports[0].error_message = Some("=HYPERLINK(\"http://evil\",\"x\")".into());
+    data.reports[1].error_message = Some("-2+3".into());
+
+    render_activity(&data, ReportFormat::Csv, &out, &Progress::new()).unwrap();
+
+    let mut reader = csv::Reader::from_path(&out).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(&rows[0][7], "'=HYPERLINK(\"http://evil\",\"x\")");
+    assert_eq!(&rows[1][7], "'-2+3");
+    assert_eq!(&rows[0][4], "1", "the attempt count stays a number");
+}
+
+#[test]
 fn an_empty_history_gives_a_header_only_csv_and_a_pdf() {
     let dir = tempfile::tempdir().unwrap();
     let data = activity(0, 7);

@@ -70,6 +70,47 @@ fn dataset_csv_round_trips() {
 }
 
 #[test]
+fn dataset_csv_text_cannot_become_a_formula_but_numbers_stay_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("data.csv");
+    let data = dataset(
+        &["name", "=cmd|' /C calc'!A0", "n"],
+        vec![
+            vec![
+                json!("=HYPERLINK(\"http://evil\",\"x\")"),
+                json!("+1+1"),
+                json!(-5),
+            ],
+            vec![json!("@SUM(A1)"), json!("-2+3"), json!(1e3)],
+            vec![json!("\tleading tab"), json!("\r=1"), json!("-5")],
+            vec![json!("safe"), json!("a=b"), json!(-2.5)],
+        ],
+    );
+
+    render_dataset(&data, ReportFormat::Csv, &out, &Progress::new()).unwrap();
+
+    let mut reader = csv::Reader::from_path(&out).unwrap();
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec!["name", "'=cmd|' /C calc'!A0", "n"],
+        "column names come from the upstream: they are escaped too"
+    );
+    let rows: Vec<Vec<String>> = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["'=HYPERLINK(\"http://evil\",\"x\")", "'+1+1", "-5"],
+            vec!["'@SUM(A1)", "'-2+3", "1000.0"],
+            vec!["'\tleading tab", "'\r=1", "'-5"],
+            vec!["safe", "a=b", "-2.5"],
+        ]
+    );
+}
+
+#[test]
 fn dataset_json_is_an_array_of_objects_in_column_order() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("data.json");

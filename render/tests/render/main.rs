@@ -7,6 +7,7 @@
 mod activity;
 mod dataset;
 mod fetch;
+mod fetch_guard;
 mod helpers;
 mod profile;
 mod samples;
