@@ -318,3 +318,15 @@ maxUnavailable: {{ .maxUnavailable }}
 {{- define "quire.controller.leaseName" -}}
 {{- .Values.controller.leaderElection.leaseName | default (include "quire.componentName" (list . "controller")) }}
 {{- end }}
+
+{{/*
+QUIRE_TRUSTED_PROXIES of the api-server: the listed proxies, else the private ranges the
+ingress controller's pods live in when the ingress is enabled, else none.
+*/}}
+{{- define "quire.apiServer.trustedProxies" -}}
+{{- if .Values.ingress.trustedProxies -}}
+{{- join "," .Values.ingress.trustedProxies -}}
+{{- else if .Values.ingress.enabled -}}
+10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7
+{{- end -}}
+{{- end -}}
