@@ -17,14 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use quire_api::{ApiConfig, AppState, app, serve};
-use quire_core::dispatch::QueueDispatcher;
-use quire_core::orchestrator::Builtin;
-use quire_core::queue::DatabaseQueue;
-use quire_core::storage::LocalStorage;
-use quire_core::store::SqliteStore;
-use secrecy::SecretString;
 use serde_json::json;
+
+mod common;
 
 const BCRYPT_COST: u32 = 10;
 const SIGNINS: usize = 40;
@@ -35,33 +30,7 @@ const PASSWORD: &str = "correct horse battery";
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(&dir.path().join("bench.db")).await?;
-    store.migrate().await?;
-    let queue = Arc::new(DatabaseQueue::sqlite(store.pool().clone()));
-    let store = Arc::new(store);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let local = Arc::new(LocalStorage::new(
-        dir.path().join("out"),
-        format!("{base}/").parse()?,
-        vec![1; 32],
-    )?);
-    let mut config = ApiConfig::new(SecretString::from("bench-secret-bench-secret-bench-secret"));
-    config.bcrypt_cost = BCRYPT_COST;
-    config.signin_per_account_per_minute = 0;
-    config.signin_per_address_per_minute = 0;
-    config.signup_per_address_per_hour = 0;
-    let dispatcher = Arc::new(QueueDispatcher::new(store.clone(), queue.clone()));
-    let state = AppState::new(
-        config,
-        store,
-        Arc::new(Builtin::dispatch_only(dispatcher)),
-        local.clone(),
-        queue,
-        Some(local),
-    );
-    tokio::spawn(serve(listener, app(state), std::future::pending()));
+    let (base, _dir) = common::start(common::config(BCRYPT_COST)).await?;
 
     let http = reqwest::Client::new();
     let credentials = json!({"email": "bench@example.com", "password": PASSWORD});
@@ -101,8 +70,8 @@ async fn main() -> anyhow::Result<()> {
                     sent.fetch_add(1, Ordering::Relaxed);
                     *statuses.entry(status).or_default() += 1;
                     if status == 503 {
-                        // A well-behaved client honours Retry-After; a flood does not wait long.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        // A well-behaved client honours Retry-After (1 s); a flood waits a tenth of it.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
                 statuses

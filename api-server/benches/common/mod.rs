@@ -1,0 +1,51 @@
+//! The app every API benchmark runs: the real routes on SQLite, the database queue and
+//! local storage in a temporary directory, no external services.
+
+use std::sync::Arc;
+
+use quire_api::{ApiConfig, AppState, app, serve};
+use quire_core::dispatch::QueueDispatcher;
+use quire_core::orchestrator::Builtin;
+use quire_core::queue::DatabaseQueue;
+use quire_core::storage::LocalStorage;
+use quire_core::store::SqliteStore;
+use secrecy::SecretString;
+
+/// The benchmark configuration: bcrypt at `bcrypt_cost`, every auth rate limit off (a
+/// benchmark's burst comes from one address; it measures the hasher, not the limits).
+pub fn config(bcrypt_cost: u32) -> ApiConfig {
+    let mut config = ApiConfig::new(SecretString::from("bench-secret-bench-secret-bench-secret"));
+    config.bcrypt_cost = bcrypt_cost;
+    config.signin_per_account_per_minute = 0;
+    config.signin_per_address_per_minute = 0;
+    config.signup_per_address_per_hour = 0;
+    config
+}
+
+/// Serves the app with `config` on a loopback port; returns its base URL and the directory
+/// it keeps its data in (removed when dropped).
+pub async fn start(config: ApiConfig) -> anyhow::Result<(String, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("bench.db")).await?;
+    store.migrate().await?;
+    let queue = Arc::new(DatabaseQueue::sqlite(store.pool().clone()));
+    let store = Arc::new(store);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let local = Arc::new(LocalStorage::new(
+        dir.path().join("out"),
+        format!("{base}/").parse()?,
+        vec![1; 32],
+    )?);
+    let dispatcher = Arc::new(QueueDispatcher::new(store.clone(), queue.clone()));
+    let state = AppState::new(
+        config,
+        store,
+        Arc::new(Builtin::dispatch_only(dispatcher)),
+        local.clone(),
+        queue,
+        Some(local),
+    );
+    tokio::spawn(serve(listener, app(state), std::future::pending()));
+    Ok((base, dir))
+}
