@@ -20,6 +20,8 @@ use serde_json::json;
 
 mod common;
 
+use common::{ms, percentiles, ratio};
+
 const SIGNINS: usize = 64;
 const IDLE_PROBES: usize = 200;
 const BCRYPT_COST: u32 = 10;
@@ -142,21 +144,4 @@ async fn probe_until(
         }
         latencies.push(t.elapsed());
     }
-}
-
-fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
-    if v.is_empty() {
-        return (Duration::ZERO, Duration::ZERO);
-    }
-    v.sort();
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.50), at(0.99))
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
 }

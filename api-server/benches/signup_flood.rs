@@ -21,6 +21,8 @@ use serde_json::json;
 
 mod common;
 
+use common::{ms, percentiles, ratio};
+
 const BCRYPT_COST: u32 = 10;
 const SIGNINS: usize = 40;
 /// Concurrent sign-up clients per CPU.
@@ -144,21 +146,4 @@ async fn signins(
         latencies.push(started.elapsed());
     }
     Ok(latencies)
-}
-
-fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
-    if v.is_empty() {
-        return (Duration::ZERO, Duration::ZERO);
-    }
-    v.sort();
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.50), at(0.99))
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
 }

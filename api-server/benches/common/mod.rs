@@ -2,6 +2,7 @@
 //! local storage in a temporary directory, no external services.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use quire_api::{ApiConfig, AppState, app, serve};
 use quire_core::dispatch::QueueDispatcher;
@@ -48,4 +49,24 @@ pub async fn start(config: ApiConfig) -> anyhow::Result<(String, tempfile::TempD
     );
     tokio::spawn(serve(listener, app(state), std::future::pending()));
     Ok((base, dir))
+}
+
+/// The p50 and p99 of `v` (zero when empty).
+pub fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
+    if v.is_empty() {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    v.sort();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+/// `d` in milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `a / b`, safe for a zero `b`.
+pub fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
 }
