@@ -20,7 +20,7 @@ use quire_core::ReportStatus;
 use quire_core::model::Report;
 use quire_core::orchestrator::Orchestrator;
 use quire_core::store::RecordStore;
-use quire_crds::{ReportRequest, ReportRequestSpec};
+use quire_crds::{ReportRequest, ReportRequestSpec, report_request};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -43,6 +43,7 @@ pub struct ReportRequests {
     api: Api<ReportRequest>,
     namespace: String,
     timeout: Duration,
+    ttl_after_finished: Option<Duration>,
 }
 
 impl ReportRequests {
@@ -56,7 +57,15 @@ impl ReportRequests {
             api: Api::namespaced(client, &namespace),
             namespace,
             timeout: DEFAULT_TIMEOUT,
+            ttl_after_finished: None,
         }
+    }
+
+    /// Gives every request created from now on `ttlSecondsAfterFinished` (whole seconds,
+    /// rounded up), so finished ones leave etcd; `None` keeps them until deleted.
+    pub fn with_ttl_after_finished(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl_after_finished = ttl;
+        self
     }
 
     /// Bounds each call to the Kubernetes API by `timeout` instead of [`DEFAULT_TIMEOUT`].
@@ -76,7 +85,7 @@ impl ReportRequests {
             dry_run: false,
             field_manager: Some(FIELD_MANAGER.to_owned()),
         };
-        let request = report_request(report);
+        let request = report_request(report, self.ttl_after_finished);
         match self.bounded(self.api.create(&params, &request)).await {
             Ok(_) => Ok(()),
             Err(RegistrationError::Kube(kube::Error::Api(status))) if status.code == 409 => {
@@ -146,8 +155,9 @@ pub fn resource_name(id: Uuid) -> String {
 }
 
 /// The `ReportRequest` that stands for `report`: named after it, labelled with its user and
-/// type, and carrying the canonical parameters the API validated.
-pub fn report_request(report: &Report) -> ReportRequest {
+/// type, carrying the canonical parameters the API validated, the TTL, and annotations
+/// saying that its output follows the API's retention and which trace created it.
+pub fn report_request(report: &Report, ttl_after_finished: Option<Duration>) -> ReportRequest {
     let labels = BTreeMap::from([
         (USER_ID_LABEL.to_owned(), report.user_id.to_string()),
         (
@@ -164,11 +174,25 @@ pub fn report_request(report: &Report) -> ReportRequest {
             report_type: report.report_type,
             format: report.format,
             parameters: report.parameters.clone(),
-            ttl_seconds_after_finished: None,
+            ttl_seconds_after_finished: ttl_after_finished.map(|ttl| {
+                let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+                i64::try_from(seconds).unwrap_or(i64::MAX)
+            }),
             suspend: false,
         },
     );
     request.metadata.labels = Some(labels);
+    let mut annotations = BTreeMap::from([(
+        report_request::annotations::OUTPUT_RETENTION.to_owned(),
+        "api".to_owned(),
+    )]);
+    if let Some(traceparent) = &report.traceparent {
+        annotations.insert(
+            report_request::annotations::TRACEPARENT.to_owned(),
+            traceparent.clone(),
+        );
+    }
+    request.metadata.annotations = Some(annotations);
     request
 }
 

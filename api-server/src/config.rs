@@ -70,6 +70,20 @@ pub struct Config {
     #[arg(long, env = "QUIRE_SIGNUP_PER_ADDRESS_PER_HOUR", default_value_t = 20)]
     pub signup_per_address_per_hour: u32,
 
+    /// Unfinished reports (pending, queued or running) a user may have at once; more are
+    /// refused with 429 (0 disables the limit).
+    #[arg(long, env = "QUIRE_QUOTA_UNFINISHED", default_value_t = 20)]
+    pub quota_unfinished: u32,
+
+    /// Reports a user may create per hour; more are refused with 429 (0 disables the limit).
+    #[arg(long, env = "QUIRE_QUOTA_PER_HOUR", default_value_t = 500)]
+    pub quota_per_hour: u32,
+
+    /// How long finished outputs and reports are kept, and how often that is enforced
+    /// (QUIRE_OUTPUT_RETENTION, QUIRE_RECORD_RETENTION, QUIRE_RETENTION_INTERVAL).
+    #[command(flatten)]
+    pub retention: quire_core::retention::RetentionArgs,
+
     /// bcrypt cost of password hashes (4–31).
     #[arg(long, env = "QUIRE_BCRYPT_COST", default_value_t = 12,
           value_parser = clap::value_parser!(u32).range(4..=31))]
@@ -84,6 +98,13 @@ pub struct Config {
     /// [default: the pod's namespace, or the kubeconfig context's, else `default`].
     #[arg(long, env = "QUIRE_NAMESPACE")]
     pub namespace: Option<String>,
+
+    /// `ttlSecondsAfterFinished` of the ReportRequests this server creates in kubernetes
+    /// mode (`1h`, `3600`; `0`: kept until deleted). The resource goes then; its output
+    /// stays for QUIRE_OUTPUT_RETENTION.
+    #[arg(long, env = "QUIRE_REPORT_REQUEST_TTL", default_value = "1h",
+          value_parser = quire_core::duration::parse)]
+    pub report_request_ttl: Duration,
 
     /// Reports still `pending` after this many seconds are dispatched again, checked as often
     /// (builtin orchestrator only).
@@ -166,6 +187,8 @@ impl Config {
         config.refresh_family_ttl = self.refresh_family_ttl;
         config.trusted_proxies = self.trusted_proxies.clone();
         config.signup_per_address_per_hour = self.signup_per_address_per_hour;
+        config.quota_unfinished = self.quota_unfinished;
+        config.quota_per_hour = self.quota_per_hour;
         Ok(config)
     }
 

@@ -25,6 +25,8 @@
 //! - [`auth`]: access tokens (JWT), refresh tokens, the bounded password hasher and the
 //!   sign-in rate limits.
 //! - [`state`]: [`ApiConfig`] and [`AppState`], everything a handler can reach.
+//! - [`upkeep`]: the background work of an API process (token purge, retention, queue
+//!   depth).
 //! - [`cluster`]: cluster mode's orchestrator ([`cluster::Kubernetes`]), where reports
 //!   become `ReportRequest` resources and the Kubernetes controller dispatches them.
 
@@ -32,6 +34,7 @@ pub mod auth;
 pub mod cluster;
 pub mod http;
 pub mod state;
+pub mod upkeep;
 
 pub use cluster::ReportRequests;
 pub use http::{ApiError, app, serve};

@@ -24,11 +24,13 @@ use config::{Command, Config, Orchestrator};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init();
-    match config.command {
+    let telemetry = telemetry::init("quire-api-server");
+    let outcome = match config.command {
         Some(Command::Migrate) => migrate(&config).await,
         None => run(&config).await,
-    }
+    };
+    telemetry.shutdown();
+    outcome
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -52,7 +54,14 @@ async fn run(config: &Config) -> anyhow::Result<()> {
 
     let report_requests = match config.orchestrator {
         Orchestrator::Builtin => None,
-        Orchestrator::Kubernetes => Some(report_requests(namespace).await?),
+        Orchestrator::Kubernetes => {
+            let ttl = Some(config.report_request_ttl).filter(|ttl| !ttl.is_zero());
+            Some(
+                report_requests(namespace)
+                    .await?
+                    .with_ttl_after_finished(ttl),
+            )
+        }
     };
     let store = connect(config).await?;
     if config.should_migrate() {
@@ -92,12 +101,8 @@ async fn run(config: &Config) -> anyhow::Result<()> {
         tokio::spawn(async move { orchestrator.run(shutdown).await })
     };
 
-    let purge = tokio::spawn(quire_api::auth::tokens::purge_periodically(
-        records.clone(),
-        quire_api::auth::tokens::PURGE_EVERY,
-        shutdown.clone(),
-    ));
     let state = AppState::new(api_config, records, orchestrator, storage, queue, local);
+    let mut upkeep = quire_api::upkeep::spawn(&state, config.retention.policy(), &shutdown);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -112,7 +117,7 @@ async fn run(config: &Config) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     shutdown.cancel();
-    let _ = purge.await;
+    while upkeep.join_next().await.is_some() {}
     if let Err(e) = background.await {
         tracing::warn!(error = %e, "the pending-report sweep or the rescuer ended abnormally");
     }

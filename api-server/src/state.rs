@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
+use quire_core::metrics::{Exposition, QueueMetrics, RetentionMetrics};
+use quire_core::model::Quota;
 use quire_core::orchestrator::Orchestrator;
 use quire_core::queue::WorkQueue;
 use quire_core::storage::{LocalStorage, OutputStorage};
@@ -12,6 +15,7 @@ use secrecy::SecretString;
 
 use crate::auth::password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 use crate::auth::{AccessTokens, PasswordHasher, SigninLimiter};
+use crate::http::metrics::ApiMetrics;
 
 /// Longest lifetime of a download link, the same ceiling as an S3 presigned URL.
 pub const MAX_DOWNLOAD_URL_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -52,6 +56,10 @@ pub struct ApiConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// A request that has not produced a response by then is answered 503.
     pub request_timeout: Duration,
+    /// Unfinished reports a user may have at once; 0 is no limit.
+    pub quota_unfinished: u32,
+    /// Reports a user may create per hour; 0 is no limit.
+    pub quota_per_hour: u32,
 }
 
 impl ApiConfig {
@@ -59,7 +67,7 @@ impl ApiConfig {
     /// 90 days, bcrypt cost 12, one concurrent hash per CPU with 8 per CPU waiting,
     /// 15-minute download links, 64 KiB bodies, 5 sign-ins per account and address and 20
     /// per address each minute, 20 sign-ups per address an hour, no trusted proxies,
-    /// 30-second request timeout.
+    /// 30-second request timeout, 20 unfinished reports and 500 an hour per user.
     pub fn new(jwt_secret: SecretString) -> Self {
         Self {
             jwt_secret,
@@ -78,6 +86,17 @@ impl ApiConfig {
             signup_per_address_per_hour: 20,
             trusted_proxies: Vec::new(),
             request_timeout: Duration::from_secs(30),
+            quota_unfinished: 20,
+            quota_per_hour: 500,
+        }
+    }
+
+    /// The per-user quota these settings give.
+    pub fn quota(&self) -> Quota {
+        let limit = |n: u32| (n > 0).then_some(n);
+        Quota {
+            unfinished: limit(self.quota_unfinished),
+            per_hour: limit(self.quota_per_hour),
         }
     }
 }
@@ -98,6 +117,10 @@ struct Inner {
     access_tokens: AccessTokens,
     hasher: PasswordHasher,
     signin_limiter: SigninLimiter,
+    metrics: ApiMetrics,
+    queue_metrics: QueueMetrics,
+    retention_metrics: RetentionMetrics,
+    exposition: Exposition,
 }
 
 impl AppState {
@@ -138,6 +161,11 @@ impl AppState {
             config.signin_per_address_per_minute,
         )
         .with_signups_per_hour(config.signup_per_address_per_hour);
+        let (metrics, queue_metrics, retention_metrics) = Default::default();
+        let mut registry = Registry::default();
+        ApiMetrics::register(&metrics, &mut registry);
+        QueueMetrics::register(&queue_metrics, &mut registry);
+        RetentionMetrics::register(&retention_metrics, &mut registry);
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -149,6 +177,10 @@ impl AppState {
                 access_tokens,
                 hasher,
                 signin_limiter,
+                metrics,
+                queue_metrics,
+                retention_metrics,
+                exposition: Exposition::new(registry),
             }),
         }
     }
@@ -187,5 +219,26 @@ impl AppState {
 
     pub fn signin_limiter(&self) -> &SigninLimiter {
         &self.inner.signin_limiter
+    }
+
+    pub fn metrics(&self) -> &ApiMetrics {
+        &self.inner.metrics
+    }
+
+    /// The queue-depth gauges this process exports: sample them with
+    /// [`QueueMetrics::sample_periodically`].
+    pub fn queue_metrics(&self) -> &QueueMetrics {
+        &self.inner.queue_metrics
+    }
+
+    /// The counters of the retention pass ([`quire_core::retention`]) this process runs.
+    pub fn retention_metrics(&self) -> &RetentionMetrics {
+        &self.inner.retention_metrics
+    }
+
+    /// What `GET /metrics` serves: the API's registry, plus any [`Exposition::add`]s
+    /// (`quire dev` adds its worker's).
+    pub fn exposition(&self) -> &Exposition {
+        &self.inner.exposition
     }
 }

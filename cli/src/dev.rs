@@ -39,6 +39,10 @@ pub struct DevArgs {
     /// Seconds in-flight reports may finish in after Ctrl-C.
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace: u64,
+    /// How long finished outputs and reports are kept (QUIRE_OUTPUT_RETENTION,
+    /// QUIRE_RECORD_RETENTION, QUIRE_RETENTION_INTERVAL).
+    #[command(flatten)]
+    pub retention: quire_core::retention::RetentionArgs,
 }
 
 /// A running `quire dev`: tests start one on port 0 and stop it with [`Dev::stop`].
@@ -132,7 +136,6 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
         queue.clone(),
         local,
     );
-    let purge_store: Arc<dyn quire_core::store::RecordStore> = store.clone();
     let worker = Arc::new(Worker::new(
         store,
         queue,
@@ -147,13 +150,18 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
         },
     ));
 
+    // One `/metrics` on the API address for the whole process: the API's and the worker's.
+    let mut worker_metrics = prometheus_client::registry::Registry::default();
+    worker.metrics().register(&mut worker_metrics);
+    state.exposition().add(worker_metrics);
+
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let server_stop = shutdown.clone();
+    let (server_stop, server_state) = (shutdown.clone(), state.clone());
     tasks.spawn(async move {
         if let Err(e) = quire_api::serve(
             listener,
-            quire_api::app(state),
+            quire_api::app(server_state),
             server_stop.cancelled_owned(),
         )
         .await
@@ -164,11 +172,8 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
     tasks.spawn(worker.run(shutdown.clone()));
     let upkeep_stop = shutdown.clone();
     tasks.spawn(async move { orchestrator.run(upkeep_stop).await });
-    tasks.spawn(quire_api::auth::tokens::purge_periodically(
-        purge_store,
-        quire_api::auth::tokens::PURGE_EVERY,
-        shutdown.clone(),
-    ));
+    let mut upkeep = quire_api::upkeep::spawn(&state, args.retention.policy(), &shutdown);
+    tasks.spawn(async move { while upkeep.join_next().await.is_some() {} });
     Ok(Dev {
         addr,
         shutdown,

@@ -23,7 +23,13 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    quire_core::telemetry::init();
+    let telemetry = quire_core::telemetry::init("quire");
+    let outcome = run_main().await;
+    telemetry.shutdown();
+    outcome
+}
+
+async fn run_main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Dev(args) => dev::run(args).await,
     }

@@ -16,6 +16,7 @@ fn args(data_dir: &std::path::Path) -> DevArgs {
         data_sources: None,
         concurrency: 2,
         shutdown_grace: 5,
+        retention: Default::default(),
     }
 }
 

@@ -65,7 +65,13 @@ struct Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    quire_core::telemetry::init();
+    let telemetry = quire_core::telemetry::init("quire-controller");
+    let outcome = run_main().await;
+    telemetry.shutdown();
+    outcome
+}
+
+async fn run_main() -> anyhow::Result<()> {
     let config = Config::parse();
     config.backends.validate()?;
 

@@ -32,7 +32,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("quire_controller");
+        let mut registry = Registry::default();
         let reconciles = Counter::default();
         let failures = Family::<ErrorLabels, Counter>::default();
         // 1 ms to ~16 s.
@@ -40,27 +40,27 @@ impl Default for Metrics {
         let dispatches = Counter::default();
         let leader = Gauge::default();
         registry.register(
-            "reconciles",
+            "quire_controller_reconciles",
             "ReportRequest reconciliations run",
             reconciles.clone(),
         );
         registry.register(
-            "reconcile_failures",
+            "quire_controller_reconcile_failures",
             "Reconciliations that failed, by error kind",
             failures.clone(),
         );
         registry.register(
-            "reconcile_duration_seconds",
+            "quire_controller_reconcile_duration_seconds",
             "How long reconciliations took",
             duration.clone(),
         );
         registry.register(
-            "dispatches",
+            "quire_controller_dispatches",
             "Reports handed to the work queue",
             dispatches.clone(),
         );
         registry.register(
-            "leader",
+            "quire_controller_leader",
             "1 while this replica reconciles (holds the lease)",
             leader.clone(),
         );

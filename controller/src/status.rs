@@ -278,6 +278,7 @@ mod tests {
             download_url_expires_at: None,
             output_deleted_at: None,
             available_at: None,
+            traceparent: None,
         }
     }
 

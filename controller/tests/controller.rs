@@ -158,6 +158,7 @@ impl Harness {
                 idempotency_key: None,
                 request_fingerprint: None,
                 created_at: Utc::now(),
+                traceparent: None,
             })
             .await
             .expect("insert a report");

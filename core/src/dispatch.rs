@@ -241,7 +241,8 @@ impl QueueDispatcher {
             report.user_id,
             report.report_type,
             u32::try_from(report.attempts).unwrap_or(0) + 1,
-        );
+        )
+        .with_traceparent(report.traceparent.clone());
         self.queue.send(&message.to_body(), Duration::ZERO).await
     }
 

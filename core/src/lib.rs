@@ -16,8 +16,10 @@ pub mod dispatch;
 pub mod duration;
 pub mod health;
 pub mod keys;
+pub mod metrics;
 pub mod orchestrator;
 pub mod queue;
+pub mod retention;
 pub mod startup;
 pub mod storage;
 pub mod store;
@@ -70,6 +72,9 @@ pub enum Error {
     Unavailable(String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A per-user quota refused a new report; nothing was written.
+    #[error(transparent)]
+    QuotaExceeded(#[from] model::QuotaExceeded),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

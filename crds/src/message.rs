@@ -11,9 +11,11 @@ pub const WORK_MESSAGE_VERSION: u32 = 1;
 /// "Render report X": a small, versioned JSON document.
 ///
 /// The worker never trusts it for ownership or parameters: it loads the report row by
-/// `report_id` and works from that. The other fields are for logs and metrics.
+/// `report_id` and works from that. The other fields are for logs, metrics and traces.
+///
+/// Readers ignore fields they do not know (a tolerant reader), so an optional field can be
+/// added without a new version: a worker of the previous release still reads the message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WorkMessage {
     pub version: u32,
     pub report_id: Uuid,
@@ -21,6 +23,10 @@ pub struct WorkMessage {
     pub report_type: ReportType,
     /// The attempt this message asks for (1 for the first dispatch).
     pub attempt: u32,
+    /// The W3C `traceparent` of the request that created the report: the worker's spans
+    /// join that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl WorkMessage {
@@ -32,7 +38,14 @@ impl WorkMessage {
             user_id,
             report_type,
             attempt,
+            traceparent: None,
         }
+    }
+
+    /// Carries the trace context `traceparent` (see [`WorkMessage::traceparent`]).
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
+        self.traceparent = traceparent;
+        self
     }
 
     /// Serialises the message to its JSON body.
@@ -62,6 +75,20 @@ mod tests {
     fn body_round_trips() {
         let m = WorkMessage::new(Uuid::now_v7(), Uuid::now_v7(), ReportType::Dataset, 2);
         assert_eq!(WorkMessage::from_body(&m.to_body()).unwrap(), m);
+    }
+
+    #[test]
+    fn the_trace_context_is_optional_and_unknown_fields_are_ignored() {
+        let id = Uuid::now_v7();
+        let plain = WorkMessage::new(id, id, ReportType::Profile, 1);
+        assert!(!plain.to_body().contains("traceparent"));
+        let traced = plain.clone().with_traceparent(Some(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+        ));
+        assert_eq!(WorkMessage::from_body(&traced.to_body()).unwrap(), traced);
+        let mut body: serde_json::Value = serde_json::from_str(&plain.to_body()).unwrap();
+        body["added_later"] = serde_json::json!(true);
+        assert_eq!(WorkMessage::from_body(&body.to_string()).unwrap(), plain);
     }
 
     #[test]

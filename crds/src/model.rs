@@ -105,6 +105,9 @@ pub struct Report {
     /// While `queued`: when its work message should be receivable (queued, or retried
     /// after a delay). The rescuer re-dispatches a report still queued long after this.
     pub available_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` of the request that created it; every dispatch puts it in the
+    /// work message, so the worker's spans join that trace.
+    pub traceparent: Option<String>,
 }
 
 /// A report to create, in `pending` state. Build it with [`NewReport::new`], the one
@@ -120,6 +123,8 @@ pub struct NewReport {
     pub idempotency_key: Option<String>,
     pub request_fingerprint: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// See [`Report::traceparent`].
+    pub traceparent: Option<String>,
 }
 
 /// Why a requested report cannot be made.
@@ -156,7 +161,14 @@ impl NewReport {
             idempotency_key: None,
             request_fingerprint: None,
             created_at: Utc::now(),
+            traceparent: None,
         })
+    }
+
+    /// Remembers the trace context the report was requested in (see [`Report::traceparent`]).
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
+        self.traceparent = traceparent;
+        self
     }
 
     /// Makes the report idempotent under `key`: a second request with the same key finds
@@ -281,5 +293,67 @@ impl ReportCounts {
             .filter(|(t, _, _)| *t == report_type)
             .map(|(_, _, n)| n)
             .sum()
+    }
+}
+
+/// Per-user limits on new reports; `None` is no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Reports `pending`, `queued` or `running` at once.
+    pub unfinished: Option<u32>,
+    /// Reports created in the last hour.
+    pub per_hour: Option<u32>,
+}
+
+/// What a user holds against their [`Quota`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Reports `pending`, `queued` or `running` now.
+    pub unfinished: u64,
+    /// Reports created in the last hour.
+    pub last_hour: u64,
+}
+
+/// Which limit of a [`Quota`] a request ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaLimit {
+    Unfinished,
+    PerHour,
+}
+
+impl QuotaLimit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unfinished => "unfinished",
+            Self::PerHour => "per_hour",
+        }
+    }
+}
+
+/// A new report refused by a [`Quota`]: nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct QuotaExceeded {
+    pub limit: QuotaLimit,
+    /// The limit's value.
+    pub allowed: u32,
+    /// When a request could succeed again, as far as the store can tell: the oldest report
+    /// of the last hour leaving the window, or (unfinished) a short wait.
+    pub retry_after: std::time::Duration,
+}
+
+impl QuotaExceeded {
+    fn describe(&self) -> String {
+        match self.limit {
+            QuotaLimit::Unfinished => format!(
+                "quota exceeded: at most {} unfinished reports at once (QUIRE_QUOTA_UNFINISHED); \
+                 wait for some to finish or cancel them",
+                self.allowed
+            ),
+            QuotaLimit::PerHour => format!(
+                "quota exceeded: at most {} reports per hour (QUIRE_QUOTA_PER_HOUR)",
+                self.allowed
+            ),
+        }
     }
 }

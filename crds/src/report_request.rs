@@ -198,6 +198,17 @@ pub mod labels {
     pub const REPORT_TYPE: &str = "quire.dev/report-type";
 }
 
+/// Annotations on `ReportRequest`s.
+pub mod annotations {
+    /// `api` on the requests the API server creates: the report's output lives as long as
+    /// the API's retention says (`QUIRE_OUTPUT_RETENTION`), so the controller deletes such
+    /// a request at its `ttlSecondsAfterFinished` without deleting the output. Deleting the
+    /// request any other way (kubectl) still deletes the output.
+    pub const OUTPUT_RETENTION: &str = "quire.dev/output-retention";
+    /// The W3C `traceparent` of the API request that created the report.
+    pub const TRACEPARENT: &str = "quire.dev/traceparent";
+}
+
 #[cfg(test)]
 mod tests {
     use kube::CustomResourceExt;

@@ -8,6 +8,10 @@ validated against the Kubernetes OpenAPI schemas shipped by kubernetes-validate,
 mode (unknown fields are errors). Run by scripts/lib/chart.sh (`chart_check`), which makes
 the virtualenv; by hand: `python scripts/chart/check_chart.py` inside that virtualenv.
 
+The Grafana dashboard the chart ships (charts/quire/dashboards/quire.json) is checked against
+the code: every metric its queries use must be registered by the Rust sources, which name
+each metric in full as a string literal ("quire_http_requests").
+
 Prints one line per check and exits non-zero if any failed.
 """
 
@@ -17,6 +21,7 @@ import argparse
 import contextlib
 import copy
 import io
+import json
 import logging
 import os
 import re
@@ -75,6 +80,9 @@ OPTIONAL_COMMON_ENV = {
     "QUIRE_AWS_CONNECT_TIMEOUT",
     "QUIRE_AWS_READ_TIMEOUT",
     "QUIRE_AWS_OPERATION_TIMEOUT",
+    # Set together, only with tracing.otlpEndpoint.
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_SERVICE_NAME",
 }
 COMPONENT_ENV = {
     "api-server": {
@@ -86,6 +94,11 @@ COMPONENT_ENV = {
         "QUIRE_MIGRATE",
         "QUIRE_RESCUE_AFTER",
         "QUIRE_RESCUE_INTERVAL",
+        "QUIRE_OUTPUT_RETENTION",
+        "QUIRE_RECORD_RETENTION",
+        "QUIRE_RETENTION_INTERVAL",
+        "QUIRE_QUOTA_UNFINISHED",
+        "QUIRE_QUOTA_PER_HOUR",
     },
     "worker": {
         "QUIRE_HEALTH_LISTEN",
@@ -102,11 +115,25 @@ COMPONENT_ENV = {
     },
 }
 OPTIONAL_COMPONENT_ENV = {
-    "api-server": {"QUIRE_PUBLIC_URL", "QUIRE_TRUSTED_PROXIES"},
+    "api-server": {"QUIRE_PUBLIC_URL", "QUIRE_TRUSTED_PROXIES", "QUIRE_REPORT_REQUEST_TTL"},
     "worker": {"QUIRE_WORKER_CONCURRENCY", "QUIRE_DATA_SOURCES_FILE"},
     "controller": {"QUIRE_LEASE_NAME", "QUIRE_CONTROLLER_CONCURRENCY"},
 }
 SECRET_ENV = {"DATABASE_URL", "QUIRE_JWT_SECRET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+# Where each component serves GET /metrics: the container port (by name) and the Service port
+# (by name) Prometheus scrapes it through. The api-server serves it on its API port.
+METRICS_CONTAINER_PORT = {"api-server": "http", "worker": "health", "controller": "health"}
+METRICS_SERVICE_PORT = {"api-server": "http", "worker": "http-metrics", "controller": "http-metrics"}
+VALUES_KEY = {"api-server": "apiServer", "worker": "worker", "controller": "controller"}
+
+# The dashboard ConfigMap, its file in the chart, and what names a metric in its queries.
+DASHBOARD_FILE = CHART / "dashboards" / "quire.json"
+DASHBOARD_PANEL_TYPES = {"timeseries", "stat"}
+METRIC_IN_QUERY = re.compile(r"(?<![A-Za-z0-9_:])quire_[a-z0-9_]+")
+# Exposition suffixes: counters get _total, histograms _bucket, _sum and _count.
+EXPOSITION_SUFFIX = re.compile(r"_(total|bucket|sum|count)$")
+METRIC_IN_CODE = re.compile(r'"(quire_[a-z0-9_]+)"')
 
 
 # ---- reporting ---------------------------------------------------------------------------
@@ -143,6 +170,11 @@ def load_values(*names: str) -> dict[str, Any]:
         path = Path(name) if "/" in name else CHART / "ci" / name
         merged = deep_merge(merged, yaml.safe_load(path.read_text()) or {})
     return merged
+
+
+def effective_values(values: dict[str, Any] | None) -> dict[str, Any]:
+    """The chart's values.yaml with `values` merged over it: what the templates see."""
+    return deep_merge(yaml.safe_load((CHART / "values.yaml").read_text()), values or {})
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -279,8 +311,18 @@ def check_common_invariants(report: Report, objects: list[dict[str, Any]], value
     report.check(
         "every object has the app.kubernetes.io/* and helm.sh/chart labels", not missing, "; ".join(missing)
     )
-    wrong_ns = [name_of(o) for o in objects if o["metadata"].get("namespace") != NAMESPACE]
-    report.check("every object is in the release namespace", not wrong_ns, f"{wrong_ns}")
+    dashboard_ns = effective_values(values)["dashboard"]["namespace"] or NAMESPACE
+    wrong_ns = [
+        name_of(o)
+        for o in objects
+        if o["metadata"].get("namespace")
+        != (dashboard_ns if o["metadata"]["name"] == component_name("dashboard") else NAMESPACE)
+    ]
+    report.check(
+        "every object is in the release namespace (the dashboard ConfigMap in dashboard.namespace)",
+        not wrong_ns,
+        f"{wrong_ns}",
+    )
 
     # Selectors select their own pods, and only them.
     problems = []
@@ -428,9 +470,38 @@ def check_common_invariants(report: Report, objects: list[dict[str, Any]], value
         if env_value(container, "QUIRE_MIGRATE") != ("true" if mode == "startup" else "false"):
             migrate = env_value(container, "QUIRE_MIGRATE")
             problems.append(f"api-server: QUIRE_MIGRATE={migrate} with migrations.mode={mode}")
+        effective = effective_values(values)
+        expected = {
+            "QUIRE_OUTPUT_RETENTION": effective["retention"]["outputs"],
+            "QUIRE_RECORD_RETENTION": effective["retention"]["records"],
+            "QUIRE_RETENTION_INTERVAL": effective["retention"]["interval"],
+            "QUIRE_QUOTA_UNFINISHED": effective["quotas"]["unfinished"],
+            "QUIRE_QUOTA_PER_HOUR": effective["quotas"]["perHour"],
+            # ReportRequests exist only with the kubernetes orchestrator.
+            "QUIRE_REPORT_REQUEST_TTL": effective["reportRequests"]["ttlSecondsAfterFinished"]
+            if effective["apiServer"]["orchestrator"] == "kubernetes"
+            else None,
+        }
+        for name, value in expected.items():
+            # Numbers as whole numbers, never 1e+06.
+            want = None if value is None else str(value)
+            if env_value(container, name) != want:
+                problems.append(f"api-server: {name}={env_value(container, name)!r}, expected {want!r}")
+    endpoint = effective_values(values)["tracing"]["otlpEndpoint"]
+    for component, deployment in by_component.items():
+        if not deployment:
+            continue
+        container = pod_spec(deployment)["containers"][0]
+        tracing = tuple(env_value(container, n) for n in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"))
+        want = (endpoint, f"quire-{component}") if endpoint else (None, None)
+        if tracing != want:
+            problems.append(
+                f"{component}: OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME = {tracing}, expected {want}"
+            )
     report.check(
         "the three binaries get exactly the contract's environment (secrets from "
-        "Secrets, namespace and pod name from the downward API)",
+        "Secrets, namespace and pod name from the downward API; retention, quotas, the "
+        "ReportRequest TTL with the kubernetes orchestrator, tracing when configured)",
         not problems,
         "; ".join(problems),
     )
@@ -727,6 +798,256 @@ def check_scaled_object(
     )
 
 
+# ---- metrics and the dashboard -----------------------------------------------------------
+
+
+def service_port_target(
+    service: dict[str, Any], port_name: str, deployment: dict[str, Any]
+) -> str | None:
+    """The name of the container port `port_name` of `service` reaches in `deployment`'s pods."""
+    port = next((p for p in service["spec"]["ports"] if p.get("name") == port_name), None)
+    if port is None:
+        return None
+    target = port.get("targetPort", port["port"])
+    for container_port in pod_spec(deployment)["containers"][0].get("ports", []):
+        if target in (container_port["name"], container_port["containerPort"]):
+            return container_port["name"]
+    return None
+
+
+def check_metrics(report: Report, objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    """Each component's /metrics is behind a Service port, and each ServiceMonitor the values
+    enable scrapes exactly its component's metrics port through it."""
+    effective = effective_values(values)
+    deployments = {c: one(objects, "Deployment", component_name(c)) for c in COMPONENTS}
+    services = find(objects, "Service")
+
+    def selects_pods(service: dict[str, Any], deployment: dict[str, Any]) -> bool:
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        return service["spec"]["selector"].items() <= pod_labels.items()
+
+    problems = []
+    for component, deployment in deployments.items():
+        if deployment is None:
+            continue
+        reaching = [
+            s
+            for s in services
+            if selects_pods(s, deployment)
+            and service_port_target(s, METRICS_SERVICE_PORT[component], deployment)
+            == METRICS_CONTAINER_PORT[component]
+        ]
+        if not reaching:
+            problems.append(
+                f"{component}: no Service port {METRICS_SERVICE_PORT[component]} to its "
+                f"{METRICS_CONTAINER_PORT[component]} port"
+            )
+    report.check(
+        "each component's /metrics port is behind a Service port (api-server: http -> http; "
+        "worker, controller: http-metrics -> health)",
+        not problems,
+        "; ".join(problems),
+    )
+
+    problems = []
+    enabled = []
+    for component, deployment in deployments.items():
+        wanted = effective[VALUES_KEY[component]]["metrics"]["serviceMonitor"]
+        monitor = one(objects, "ServiceMonitor", component_name(component))
+        if not wanted["enabled"]:
+            if monitor is not None:
+                problems.append(f"{component}: a ServiceMonitor although it is disabled")
+            continue
+        enabled.append(component)
+        if monitor is None or deployment is None:
+            problems.append(f"{component}: no ServiceMonitor {component_name(component)}")
+            continue
+        spec = monitor["spec"]
+        selector = spec["selector"]["matchLabels"]
+        selected = [s for s in services if selector.items() <= s["metadata"]["labels"].items()]
+        endpoints = spec.get("endpoints", [])
+        if len(selected) != 1:
+            problems.append(f"{component}: selects Services {[name_of(s) for s in selected]}")
+            continue
+        service = selected[0]
+        if not selects_pods(service, deployment) or any(
+            selects_pods(service, d) for c, d in deployments.items() if d and c != component
+        ):
+            problems.append(f"{component}: {name_of(service)} does not select only its pods")
+        if len(endpoints) != 1:
+            problems.append(f"{component}: endpoints {endpoints}")
+            continue
+        endpoint = endpoints[0]
+        if endpoint.get("path") != "/metrics" or endpoint.get("port") != METRICS_SERVICE_PORT[component]:
+            problems.append(f"{component}: scrapes {endpoint.get('port')}{endpoint.get('path')}")
+        reached = service_port_target(service, endpoint.get("port", ""), deployment)
+        if reached != METRICS_CONTAINER_PORT[component]:
+            problems.append(
+                f"{component}: {name_of(service)} port {endpoint.get('port')} does not reach the "
+                f"container port {METRICS_CONTAINER_PORT[component]}"
+            )
+        if spec.get("namespaceSelector", {}).get("matchNames") != [NAMESPACE]:
+            problems.append(f"{component}: namespaceSelector {spec.get('namespaceSelector')}")
+        if not wanted["labels"].items() <= monitor["metadata"]["labels"].items():
+            problems.append(f"{component}: lacks the labels {wanted['labels']}")
+        if endpoint.get("interval") != (wanted["interval"] or None):
+            problems.append(f"{component}: interval {endpoint.get('interval')}")
+    report.check(
+        f"ServiceMonitors for {', '.join(enabled) or 'no component'} (as the values ask): each "
+        "selects its component's one metrics Service and scrapes /metrics on its metrics port",
+        not problems,
+        "; ".join(problems),
+    )
+
+
+def dashboard_of(objects: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
+    """The dashboard ConfigMap's JSON, parsed, or None and why."""
+    config_map = one(objects, "ConfigMap", component_name("dashboard"))
+    if config_map is None:
+        return None, "no ConfigMap " + component_name("dashboard")
+    data = config_map.get("data", {})
+    if list(data) != ["quire.json"]:
+        return None, f"data keys {list(data)}"
+    try:
+        return json.loads(data["quire.json"]), ""
+    except json.JSONDecodeError as e:
+        return None, f"quire.json is not JSON: {e}"
+
+
+def dashboard_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, those inside collapsed rows included."""
+    panels = []
+    for panel in dashboard.get("panels", []):
+        panels.append(panel)
+        panels.extend(panel.get("panels", []))
+    return panels
+
+
+def dashboard_structure_problems(dashboard: dict[str, Any]) -> list[str]:
+    problems = []
+    for key in ("title", "uid"):
+        if not isinstance(dashboard.get(key), str) or not dashboard[key]:
+            problems.append(f"no {key}")
+    if dashboard.get("schemaVersion") != 39:
+        problems.append(f"schemaVersion {dashboard.get('schemaVersion')}, not 39")
+    variables = {v.get("name"): v for v in dashboard.get("templating", {}).get("list", [])}
+    datasource = variables.get("datasource", {})
+    if datasource.get("type") != "datasource" or datasource.get("query") != "prometheus":
+        problems.append(f"no Prometheus datasource variable `datasource`: {datasource}")
+    panels = dashboard_panels(dashboard)
+    if not any(p.get("type") in DASHBOARD_PANEL_TYPES for p in panels):
+        problems.append("no panels")
+    ids = [p.get("id") for p in panels]
+    if len(ids) != len(set(ids)) or not all(isinstance(i, int) for i in ids):
+        problems.append(f"panel ids not unique integers: {ids}")
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        title = panel.get("title") or f"panel {panel.get('id')}"
+        grid = panel.get("gridPos", {})
+        if not all(isinstance(grid.get(k), int) for k in ("h", "w", "x", "y")):
+            problems.append(f"{title}: gridPos {grid}")
+            continue
+        if grid["x"] < 0 or grid["w"] < 1 or grid["x"] + grid["w"] > 24:
+            problems.append(f"{title}: gridPos {grid} is outside the 24 columns")
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                if (x, y) in cells:
+                    problems.append(f"{title} overlaps {cells[(x, y)]}")
+                    break
+                cells[(x, y)] = title
+            else:
+                continue
+            break
+        if panel.get("type") == "row":
+            continue
+        if panel.get("type") not in DASHBOARD_PANEL_TYPES:
+            problems.append(f"{title}: type {panel.get('type')}")
+        if panel.get("datasource", {}).get("uid") != "${datasource}":
+            problems.append(f"{title}: datasource {panel.get('datasource')}, not ${{datasource}}")
+        targets = panel.get("targets") or []
+        if not targets:
+            problems.append(f"{title}: no targets")
+        ref_ids = [t.get("refId") for t in targets]
+        if len(ref_ids) != len(set(ref_ids)):
+            problems.append(f"{title}: refIds {ref_ids}")
+        for target in targets:
+            if not isinstance(target.get("expr"), str) or not METRIC_IN_QUERY.search(target["expr"]):
+                problems.append(f"{title}: target {target.get('refId')} queries no quire_ metric")
+    return problems
+
+
+def check_dashboard(report: Report, objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    wanted = effective_values(values)["dashboard"]
+    config_map = one(objects, "ConfigMap", component_name("dashboard"))
+    if not wanted["enabled"]:
+        report.check("dashboard.enabled=false: no dashboard ConfigMap", config_map is None)
+        return
+    dashboard, why = dashboard_of(objects)
+    problems = [why] if why else []
+    if config_map is not None:
+        labels = config_map["metadata"].get("labels", {})
+        if labels.get(wanted["label"]) != wanted["labelValue"]:
+            problems.append(f"label {wanted['label']}={labels.get(wanted['label'])!r}")
+        if not wanted["annotations"].items() <= (config_map["metadata"].get("annotations") or {}).items():
+            problems.append(f"annotations {config_map['metadata'].get('annotations')}")
+    if dashboard is not None:
+        if dashboard != json.loads(DASHBOARD_FILE.read_text()):
+            problems.append(f"its JSON differs from {DASHBOARD_FILE.relative_to(REPO)}")
+        problems += dashboard_structure_problems(dashboard)
+    panels = [p for p in dashboard_panels(dashboard or {}) if p.get("type") != "row"]
+    report.check(
+        f"the dashboard ConfigMap carries the sidecar label {wanted['label']}={wanted['labelValue']!r} "
+        f"and a Grafana dashboard ({(dashboard or {}).get('title')!r}, uid "
+        f"{(dashboard or {}).get('uid')!r}, schemaVersion 39, ${{datasource}}): {len(panels)} "
+        "panels on the grid, each with Prometheus targets",
+        not problems,
+        "\n".join(problems),
+    )
+
+
+def dashboard_metrics(dashboard: dict[str, Any]) -> dict[str, set[str]]:
+    """The base name (suffix stripped) of every metric the dashboard queries -> the panels (or
+    variables) that query it."""
+    used: dict[str, set[str]] = {}
+    queries = [
+        (panel.get("title", ""), target.get("expr", ""))
+        for panel in dashboard_panels(dashboard)
+        for target in panel.get("targets", [])
+    ]
+    for variable in dashboard.get("templating", {}).get("list", []):
+        query = variable.get("query")
+        if isinstance(query, dict):
+            query = query.get("query", "")
+        if variable.get("type") == "query":
+            queries.append((f"${variable['name']}", query or ""))
+    for where, expr in queries:
+        for name in METRIC_IN_QUERY.findall(expr):
+            used.setdefault(EXPOSITION_SUFFIX.sub("", name), set()).add(where)
+    return used
+
+
+def metrics_in_code(root: Path) -> set[str]:
+    """Every "quire_…" string literal in the Rust sources under root/*/src/."""
+    names: set[str] = set()
+    for path in sorted(root.glob("*/src/**/*.rs")):
+        names.update(METRIC_IN_CODE.findall(path.read_text(errors="replace")))
+    return names
+
+
+def check_dashboard_metrics(report: Report, dashboard: dict[str, Any], root: Path = REPO) -> None:
+    used = dashboard_metrics(dashboard)
+    in_code = metrics_in_code(root)
+    missing = sorted(set(used) - in_code)
+    sources = len(list(root.glob("*/src/**/*.rs")))
+    report.check(
+        f"the {len(used)} metrics the dashboard queries are each registered in the Rust sources "
+        f"(each a \"name\" literal in the {sources} .rs files under */src/)",
+        bool(used) and not missing,
+        "not in the code (no string literal \"<name>\" under */src/**/*.rs): "
+        + ", ".join(f"{name} ({'; '.join(sorted(used[name]))})" for name in missing),
+    )
+
+
 # ---- scenario-specific checks ------------------------------------------------------------
 
 
@@ -777,35 +1098,17 @@ def check_production(report: Report, objects: list[dict[str, Any]], values: dict
         len(find(objects, "ScaledObject")) == 1 and not find(objects, "HorizontalPodAutoscaler"),
     )
 
-    monitor = one(objects, "ServiceMonitor", component_name("controller"))
-    ok, detail = bool(monitor), "no ServiceMonitor"
-    if monitor:
-        selector = monitor["spec"]["selector"]["matchLabels"]
-        services = [
-            s for s in find(objects, "Service") if selector.items() <= s["metadata"]["labels"].items()
-        ]
-        port_names = {p["name"] for s in services for p in s["spec"]["ports"]}
-        endpoint = monitor["spec"]["endpoints"][0]
-        ok = (
-            len(services) == 1
-            and endpoint["port"] in port_names
-            and endpoint["path"] == "/metrics"
-            and monitor["metadata"]["labels"].get("release") == "kube-prometheus-stack"
-        )
-        detail = f"selects {[name_of(s) for s in services]}, port {endpoint['port']} of {port_names}"
-        if services:
-            target = services[0]["spec"]["ports"][0]["targetPort"]
-            controller = one(objects, "Deployment", component_name("controller"))
-            ok = (
-                ok
-                and controller is not None
-                and target in {p["name"] for p in pod_spec(controller)["containers"][0]["ports"]}
-            )
+    monitors = {m["metadata"]["name"]: m for m in find(objects, "ServiceMonitor")}
     report.check(
-        "the ServiceMonitor scrapes /metrics through the controller metrics Service "
-        "to the controller's health port",
-        ok,
-        detail,
+        "a ServiceMonitor for each of api-server, worker and controller, labelled for the "
+        "kube-prometheus-stack Prometheus",
+        set(monitors) == {component_name(c) for c in COMPONENTS}
+        and all(m["metadata"]["labels"].get("release") == "kube-prometheus-stack" for m in monitors.values()),
+        f"{sorted(monitors)}",
+    )
+    report.check(
+        "the Grafana dashboard ConfigMap is rendered",
+        one(objects, "ConfigMap", component_name("dashboard")) is not None,
     )
 
     pdbs = {p["metadata"]["name"] for p in find(objects, "PodDisruptionBudget")}
@@ -1059,6 +1362,28 @@ def main() -> int:
             None,
         ),
     ]
+    scenarios.append(
+        (
+            "the dashboard in Grafana's namespace with another sidecar label; durations and "
+            "quotas as numbers",
+            deep_merge(
+                minimal,
+                {
+                    "dashboard": {
+                        "enabled": True,
+                        "namespace": "monitoring",
+                        "label": "grafana.com/dashboard",
+                        "labelValue": "quire",
+                    },
+                    "retention": {"outputs": 0, "records": 15552000, "interval": "15m"},
+                    "quotas": {"unfinished": 5, "perHour": 1000000},
+                    "reportRequests": {"ttlSecondsAfterFinished": 1209600},
+                    "tracing": {"otlpEndpoint": "http://tempo.monitoring:4318"},
+                },
+            ),
+            None,
+        )
+    )
     if dev_values.exists():
         scenarios.append(("deploy/dev/values-dev.yaml (Tilt on kind)", load_values(str(dev_values)), None))
 
@@ -1080,8 +1405,20 @@ def main() -> int:
         )
         validate_objects(report, objects)
         check_common_invariants(report, objects, values)
+        check_metrics(report, objects, values)
+        check_dashboard(report, objects, values)
         if extra:
             extra(report, objects, values)
+
+    report.section("dashboard: its metrics in the code")
+    try:
+        dashboard, why = dashboard_of(render(chart, production))
+    except helm.HelmError as e:
+        dashboard, why = None, str(e)
+    if dashboard is None:
+        report.check("the production render has a dashboard", False, why)
+    else:
+        check_dashboard_metrics(report, dashboard)
 
     report.section("renders that must fail")
     expect_failure(
@@ -1177,6 +1514,21 @@ def main() -> int:
             },
         ),
         "needs queue.type=sqs",
+    )
+
+    expect_failure(
+        report,
+        chart,
+        "an output retention that is not a duration",
+        deep_merge(minimal, {"retention": {"outputs": "7 days"}}),
+        "retention/outputs",
+    )
+    expect_failure(
+        report,
+        chart,
+        "a ServiceMonitor setting the chart does not know",
+        deep_merge(minimal, {"worker": {"metrics": {"serviceMonitor": {"enable": True}}}}),
+        "additional properties 'enable' not allowed",
     )
 
     elapsed = time.monotonic() - started

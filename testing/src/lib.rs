@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod kube_api;
+pub mod metrics;
 pub mod proxy;
 
 use std::sync::Arc;

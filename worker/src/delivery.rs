@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use quire_core::dispatch::GiveUp;
@@ -27,6 +27,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::metrics::ReportLabels;
 use crate::render::{FailureKind, RenderFailure, RenderJob};
 use crate::{Worker, WorkerConfig};
 
@@ -144,9 +145,15 @@ impl Worker {
     ) -> quire_core::Result<Outcome> {
         let message = match WorkMessage::from_body(&delivery.body) {
             Ok(m) => m,
-            Err(reason) => return self.poison(&delivery.receipt, reason).await,
+            Err(reason) => {
+                let outcome = self.poison(&delivery.receipt, reason).await?;
+                self.metrics.processed(&ReportLabels::UNKNOWN, &outcome);
+                return Ok(outcome);
+            }
         };
         let span = tracing::info_span!("report", report_id = %message.report_id, attempt = tracing::field::Empty);
+        // The worker's spans join the trace of the request that created the report.
+        quire_core::telemetry::adopt_parent(&span, message.traceparent.as_deref());
         self.claim_and_execute(&message, delivery, hard_stop)
             .instrument(span)
             .await
@@ -174,11 +181,23 @@ impl Worker {
             Claim::Claimed(report) => report,
             Claim::Missing => {
                 let reason = format!("report {} does not exist", message.report_id);
-                return self.poison(receipt, reason).await;
+                let outcome = self.poison(receipt, reason).await?;
+                self.metrics.processed(&ReportLabels::UNKNOWN, &outcome);
+                return Ok(outcome);
             }
-            Claim::Finished(report) => return self.acknowledge_duplicate(&report, receipt).await,
-            Claim::Leased(report) => return self.defer(&report, receipt, now).await,
+            Claim::Finished(report) => {
+                let outcome = self.acknowledge_duplicate(&report, receipt).await?;
+                self.metrics.processed(&ReportLabels::of(&report), &outcome);
+                return Ok(outcome);
+            }
+            Claim::Leased(report) => {
+                let outcome = self.defer(&report, receipt, now).await?;
+                self.metrics.processed(&ReportLabels::of(&report), &outcome);
+                return Ok(outcome);
+            }
         };
+        self.metrics.attempt_started(&report);
+        let labels = ReportLabels::of(&report);
         tracing::Span::current().record("attempt", report.attempts);
         let attempt = Attempt {
             report,
@@ -188,9 +207,16 @@ impl Worker {
         if attempt.report.attempts > self.config.max_attempts as i32 {
             let error = GiveUp::Attempts(self.config.max_attempts)
                 .message(attempt.report.error_message.as_deref());
-            return self.give_up(&attempt, &error, true).await;
+            let outcome = self.give_up(&attempt, &error, true).await?;
+            self.metrics.processed(&labels, &outcome);
+            return Ok(outcome);
         }
-        self.execute(attempt, hard_stop).await
+        let outcome = {
+            let _in_flight = self.metrics.in_flight();
+            self.execute(attempt, hard_stop).await?
+        };
+        self.metrics.processed(&labels, &outcome);
+        Ok(outcome)
     }
 
     /// The report is already finished: a duplicate delivery, acknowledged and dropped.
@@ -301,9 +327,16 @@ impl Worker {
             progress: progress.clone(),
             stop: stopping.clone(),
         };
+        let started = Instant::now();
         let mut render = tokio::spawn(job.run().in_current_span());
         let interrupted = tokio::select! {
-            result = &mut render => return Rendered::finished(result),
+            result = &mut render => {
+                let rendered = Rendered::finished(result);
+                if let Rendered::File(_) = rendered {
+                    self.metrics.rendered(report, started.elapsed().as_secs_f64());
+                }
+                return rendered;
+            }
             _ = lost.cancelled() => Rendered::LeaseLost,
             _ = hard_stop.cancelled() => Rendered::ShutDown,
         };
@@ -344,8 +377,13 @@ impl Worker {
         if !self.store.renew_lease(report.id, &renewed).await? {
             return self.lease_lost(attempt).await;
         }
+        let started = Instant::now();
         let stored = match self.storage.put_file(key, path, &output_meta(report)).await {
-            Ok(stored) => stored,
+            Ok(stored) => {
+                self.metrics
+                    .stored(report, started.elapsed().as_secs_f64(), stored.size);
+                stored
+            }
             Err(e) => {
                 let error = format!("storing the output failed: {e}");
                 return self.postpone(attempt, &error).await;

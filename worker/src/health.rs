@@ -1,4 +1,4 @@
-//! The worker's probes, served on `QUIRE_HEALTH_LISTEN`: `/healthz` (the process answers)
+//! The worker's probes, served on `QUIRE_HEALTH_LISTEN` beside `/metrics`: `/healthz` (the process answers)
 //! and `/readyz` (the database, the work queue and output storage answer; 503 naming the
 //! ones that do not).
 

@@ -11,7 +11,8 @@
 //!   store, and every way of recording how it ended.
 //! - `run.rs`: the receive loop and graceful shutdown.
 //! - `render.rs`: gathers a report's data and renders it to a file (`RenderJob`).
-//! - [`health`]: the worker's `/healthz` and `/readyz` probes.
+//! - [`health`]: the worker's `/healthz`, `/readyz` and `/metrics`.
+//! - [`metrics`]: what the worker counts and times ([`WorkerMetrics`]).
 //!
 //! Invariants:
 //! - The message is only a pointer: ownership, type, format and parameters come from the
@@ -22,6 +23,7 @@
 
 mod delivery;
 pub mod health;
+pub mod metrics;
 mod render;
 mod run;
 
@@ -34,6 +36,7 @@ use quire_core::store::RecordStore;
 use quire_render::{DataSources, FetchClient};
 
 pub use delivery::Outcome;
+pub use metrics::WorkerMetrics;
 
 /// Tuning of a worker. Defaults suit production; tests shorten the durations.
 #[derive(Clone, Debug)]
@@ -101,6 +104,7 @@ pub struct Worker {
     /// sources that allow them.
     http: FetchClient,
     config: WorkerConfig,
+    metrics: WorkerMetrics,
 }
 
 impl Worker {
@@ -120,11 +124,17 @@ impl Worker {
             sources,
             http,
             config,
+            metrics: WorkerMetrics::default(),
         }
     }
 
     pub fn config(&self) -> &WorkerConfig {
         &self.config
+    }
+
+    /// This worker's metrics, to register where the process serves `/metrics`.
+    pub fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
     }
 
     /// Delay before retrying after the `attempt`-th failure: exponential, capped, with

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use prometheus_client::registry::Registry;
 use quire_core::backends::{BackendArgs, Backends};
 use quire_core::dispatch::AttemptArgs;
+use quire_core::metrics::Exposition;
 use quire_core::startup::{DatabaseArgs, ProbeArgs, WORKER_PROBE_PORT};
 use quire_render::DataSources;
 use quire_worker::{Worker, WorkerConfig};
@@ -49,7 +51,13 @@ struct Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    quire_core::telemetry::init();
+    let telemetry = quire_core::telemetry::init("quire-worker");
+    let outcome = run_main().await;
+    telemetry.shutdown();
+    outcome
+}
+
+async fn run_main() -> anyhow::Result<()> {
     let config = Config::parse();
     config.backends.validate()?;
     config.database.url()?;
@@ -80,7 +88,17 @@ async fn main() -> anyhow::Result<()> {
         ..defaults
     };
     let store = Arc::new(store);
-    let probes = quire_worker::health::router(store.clone(), queue.clone(), storage.clone());
+    let worker = Arc::new(Worker::new(
+        store.clone(),
+        queue.clone(),
+        storage.clone(),
+        Arc::new(sources),
+        worker_config,
+    ));
+    let mut registry = Registry::default();
+    worker.metrics().register(&mut registry);
+    let probes = quire_worker::health::router(store, queue, storage)
+        .merge(Exposition::new(registry).router());
     // Served until the worker has drained, so the kubelet sees it alive while it finishes.
     let drained = CancellationToken::new();
     let probes = config
@@ -92,13 +110,6 @@ async fn main() -> anyhow::Result<()> {
             format!("binding {address} (QUIRE_HEALTH_LISTEN)")
         })?;
 
-    let worker = Arc::new(Worker::new(
-        store,
-        queue,
-        storage,
-        Arc::new(sources),
-        worker_config,
-    ));
     let shutdown = CancellationToken::new();
     tokio::spawn(quire_core::telemetry::cancel_on_signal(shutdown.clone()));
     worker.run(shutdown).await;

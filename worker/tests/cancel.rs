@@ -107,6 +107,7 @@ async fn cancelling_a_long_render_stops_its_cpu_work_within_a_second_or_so() {
             idempotency_key: None,
             request_fingerprint: None,
             created_at: Utc::now(),
+            traceparent: None,
         })
         .await
         .unwrap()

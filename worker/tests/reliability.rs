@@ -188,6 +188,7 @@ async fn new_report(store: &dyn RecordStore, user_id: Uuid) -> Report {
             idempotency_key: None,
             request_fingerprint: None,
             created_at: Utc::now(),
+            traceparent: None,
         })
         .await
         .unwrap();

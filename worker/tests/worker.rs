@@ -167,6 +167,7 @@ impl TestWorld {
                 idempotency_key: None,
                 request_fingerprint: None,
                 created_at: Utc::now(),
+                traceparent: None,
             })
             .await
             .unwrap();

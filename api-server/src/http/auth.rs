@@ -166,8 +166,24 @@ async fn signup(
 #[tracing::instrument(skip_all)]
 async fn signin(
     State(state): State<AppState>,
-    ClientAddr(address): ClientAddr,
+    address: ClientAddr,
     Json(body): Json<Credentials>,
+) -> Result<Response, ApiError> {
+    let answer = sign_in(&state, address, body).await;
+    state.metrics().signin(match &answer {
+        Ok(_) => "success",
+        Err(ApiError::Unauthorized(_)) => "invalid_credentials",
+        Err(ApiError::TooManyRequests { .. }) => "rate_limited",
+        Err(ApiError::ServiceUnavailable { .. }) => "busy",
+        Err(_) => "error",
+    });
+    answer
+}
+
+async fn sign_in(
+    state: &AppState,
+    ClientAddr(address): ClientAddr,
+    body: Credentials,
 ) -> Result<Response, ApiError> {
     // An address that cannot be normalised (a look-alike, a domain IDNA cannot map) has no
     // account: it is limited under what was typed, and then goes through the same dummy-hash
@@ -203,8 +219,8 @@ async fn signin(
         return Err(ApiError::Unauthorized(INVALID_CREDENTIALS.to_owned()));
     };
     let now = Utc::now();
-    let family = Family::new(&state, now)?;
-    let pair = issue_tokens(&state, user.id, family, now).await?;
+    let family = Family::new(state, now)?;
+    let pair = issue_tokens(state, user.id, family, now).await?;
     tracing::info!(user_id = %user.id, "user signed in");
     Ok(no_store(Json(pair)))
 }
@@ -215,6 +231,22 @@ async fn signin(
 async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    let mut refused = "invalid";
+    let answer = exchange(&state, body, &mut refused).await;
+    state.metrics().refresh(match &answer {
+        Ok(_) => "success",
+        Err(ApiError::Unauthorized(_)) => refused,
+        Err(_) => "error",
+    });
+    answer
+}
+
+/// The exchange itself; a refusal because of a reuse sets `refused` to `reused`.
+async fn exchange(
+    state: &AppState,
+    body: RefreshRequest,
+    refused: &mut &'static str,
 ) -> Result<Response, ApiError> {
     let rejected = || ApiError::Unauthorized(INVALID_REFRESH_TOKEN.to_owned());
     let now = Utc::now();
@@ -239,13 +271,14 @@ async fn refresh(
             revoked,
             "refresh token reused; token family revoked"
         );
+        *refused = "reused";
         return Err(rejected());
     }
     let family = Family {
         id: token.family_id,
         expires_at: token.family_expires_at,
     };
-    let pair = issue_tokens(&state, token.user_id, family, now).await?;
+    let pair = issue_tokens(state, token.user_id, family, now).await?;
     // A reuse racing this refresh may have revoked the family after we spent the old token
     // but before the new one existed, missing it. The revocation is visible on the old
     // token: if it happened, revoke again (now covering the new token) and refuse.
@@ -259,6 +292,7 @@ async fn refresh(
             .store()
             .revoke_token_family(token.family_id, now)
             .await?;
+        *refused = "reused";
         return Err(rejected());
     }
     Ok(no_store(Json(pair)))

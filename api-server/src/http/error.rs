@@ -177,6 +177,10 @@ impl From<quire_core::Error> for ApiError {
             }
             E::Database(e) if database_unavailable(&e) => Self::Unavailable(e.into()),
             e @ (E::Queue { .. } | E::Storage { .. }) => Self::Unavailable(e.into()),
+            E::QuotaExceeded(refusal) => Self::TooManyRequests {
+                message: refusal.to_string(),
+                retry_after: refusal.retry_after,
+            },
             E::Unavailable(message) => Self::ServiceUnavailable {
                 message,
                 retry_after: UNAVAILABLE_RETRY_AFTER,

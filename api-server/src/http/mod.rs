@@ -28,6 +28,8 @@ pub mod client;
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod me;
+pub mod metrics;
 pub mod reports;
 
 pub use auth::AuthUser;
@@ -41,13 +43,15 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(health::router())
         .merge(auth::router())
-        .merge(reports::router());
+        .merge(reports::router())
+        .merge(me::router())
+        .merge(state.exposition().router());
     if state.local_files().is_some() {
         router = router.merge(files::router());
     }
     router
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
-        .with_state(state)
+        .with_state(state.clone())
         // Layers wrap what is above them: the last one added sees the request first.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TimeoutLayer::with_status_code(
@@ -59,6 +63,7 @@ pub fn app(state: AppState) -> Router {
             ApiError::internal(anyhow::anyhow!("a request handler panicked")).into_response()
         }))
         .layer(middleware::map_response(json_error_bodies))
+        .layer(middleware::from_fn_with_state(state, metrics::track))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()
@@ -109,19 +114,22 @@ pub async fn serve(
 }
 
 /// The span of one request: method, path (no query: download links carry signatures) and
-/// request id.
+/// request id, in the trace the client's `traceparent` names, if any.
 fn request_span(request: &Request) -> tracing::Span {
     let request_id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         method = %request.method(),
         path = %request.uri().path(),
         request_id = %request_id,
-    )
+    );
+    // A client's `traceparent` continues its trace (when traces are exported).
+    quire_core::telemetry::adopt_parent_from_headers(&span, request.headers());
+    span
 }
 
 /// Gives error responses produced outside our handlers (axum's 405, the timeout's 503, …)

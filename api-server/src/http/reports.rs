@@ -103,12 +103,21 @@ async fn create_report(
     Json(body): Json<CreateReport>,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
-    let mut new_report = body.into_new_report(user.user_id)?;
+    let mut new_report = body
+        .into_new_report(user.user_id)?
+        .with_traceparent(quire_core::telemetry::traceparent());
     if let Some(key) = idempotency_key {
         new_report = new_report.with_idempotency_key(key);
     }
     let fingerprint = new_report.request_fingerprint.clone();
-    let inserted = match state.store().insert_report(new_report).await {
+    let (report_type, format) = (new_report.report_type, new_report.format);
+    let quota = state.config().quota();
+    let inserted = match state.store().insert_report_within(new_report, quota).await {
+        Err(quire_core::Error::QuotaExceeded(refusal)) => {
+            state.metrics().quota_refused(refusal.limit.as_str());
+            tracing::info!(limit = refusal.limit.as_str(), "report refused by quota");
+            return Err(quire_core::Error::QuotaExceeded(refusal).into());
+        }
         // A correctly signed token whose account is gone (a restored database, a secret
         // shared across environments): the client's credentials are the problem.
         Err(quire_core::Error::UnknownUser(_)) => {
@@ -119,7 +128,11 @@ async fn create_report(
         other => other?,
     };
     let (report, replayed) = match inserted {
-        Inserted::Created(report) => (state.orchestrator().accept(report).await?, false),
+        Inserted::Created(report) => {
+            let report = state.orchestrator().accept(report).await?;
+            state.metrics().report_created(report_type, format);
+            (report, false)
+        }
         Inserted::Existing(report) if report.request_fingerprint == fingerprint => {
             state.orchestrator().ensure(&report).await?;
             (report, true)

@@ -114,9 +114,14 @@ impl Dispatcher for FailingDispatcher {
 
 /// The same app over SQLite.
 pub async fn spawn_sqlite_app() -> TestApp {
+    spawn_sqlite_app_with(|_| {}).await
+}
+
+/// [`spawn_sqlite_app`] with the configuration adjusted.
+pub async fn spawn_sqlite_app_with(configure: impl FnOnce(&mut ApiConfig)) -> TestApp {
     let (sqlite, dir) = quire_testing::fresh_sqlite().await;
     let queue = Arc::new(DatabaseQueue::sqlite(sqlite.pool().clone()));
-    spawn(sqlite, None, queue, vec![dir], None, |_| {}).await
+    spawn(sqlite, None, queue, vec![dir], None, configure).await
 }
 
 async fn spawn(
@@ -143,6 +148,8 @@ async fn spawn(
     config.bcrypt_cost = 4;
     // Tests sign up many users from one address; `security.rs` tests the limit itself.
     config.signup_per_address_per_hour = 0;
+    // Tests make many reports per user; `operability.rs` tests the quotas.
+    (config.quota_unfinished, config.quota_per_hour) = (0, 0);
     configure(&mut config);
     let orchestrator = orchestrator.unwrap_or_else(|| {
         let dispatcher = Arc::new(QueueDispatcher::new(store.clone(), queue.clone()));

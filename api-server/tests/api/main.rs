@@ -11,6 +11,7 @@ mod cluster;
 mod downloads;
 mod health;
 mod helpers;
+mod operability;
 mod orchestrator;
 mod reports;
 mod security;

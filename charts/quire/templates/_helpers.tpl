@@ -330,3 +330,25 @@ ingress controller's pods live in when the ingress is enabled, else none.
 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7
 {{- end -}}
 {{- end -}}
+
+{{/*
+A duration value as an env value: strings (30s, 7d) as written, numbers as whole seconds
+(never 1e+06, which YAML numbers would print as).
+*/}}
+{{- define "quire.durationValue" -}}
+{{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ int64 . | toString | quote }}{{ end }}
+{{- end }}
+
+{{/*
+Tracing of a component, (list $ "api-server"): the OTLP endpoint and the service name its
+spans carry, when tracing.otlpEndpoint is set; nothing otherwise.
+*/}}
+{{- define "quire.env.tracing" -}}
+{{- $ctx := index . 0 }}
+{{- with $ctx.Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "quire-%s" (index $ 1) | quote }}
+{{- end }}
+{{- end }}

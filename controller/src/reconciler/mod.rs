@@ -39,7 +39,7 @@ use quire_core::ReportStatus;
 use quire_core::model::Cancelled;
 use quire_core::storage::output_key;
 use quire_crds::ReportRequest;
-use quire_crds::report_request::{FINALIZER, Phase, ReportRequestStatus};
+use quire_crds::report_request::{FINALIZER, Phase, ReportRequestStatus, annotations};
 use serde_json::{Value, json};
 
 use crate::status;
@@ -173,11 +173,19 @@ async fn finish(
 ) -> Result<Action, Error> {
     if let Some(expires_at) = status::expires_at(rr, status) {
         if expires_at <= now {
+            let what = if output_outlives_request(rr) {
+                "the request (its output stays for the API's retention)"
+            } else {
+                "the request and its output"
+            };
             let note = format!(
-                "ttlSecondsAfterFinished ({}s) expired; deleting the request and its output",
+                "ttlSecondsAfterFinished ({}s) expired; deleting {what}",
                 rr.spec.ttl_seconds_after_finished.unwrap_or_default()
             );
             publish(ctx, rr, EventType::Normal, "Expired", "Delete", note).await;
+            if output_outlives_request(rr) {
+                release_finalizer(api, rr).await?;
+            }
             match api.delete(&rr.name_any(), &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -194,6 +202,34 @@ async fn finish(
     } else {
         Ok(Action::requeue(ctx.resync))
     }
+}
+
+/// Whether the request's output lives on after its TTL deletes it: the API server created
+/// it, and its retention (`QUIRE_OUTPUT_RETENTION`) decides when the output goes.
+fn output_outlives_request(rr: &ReportRequest) -> bool {
+    rr.annotations()
+        .get(annotations::OUTPUT_RETENTION)
+        .is_some_and(|value| value == "api")
+}
+
+/// Takes this controller's finalizer off, so deleting the request skips [`cleanup`]. The
+/// `test` makes it a no-op if the finalizers changed meanwhile (the next pass retries).
+async fn release_finalizer(api: &Api<ReportRequest>, rr: &ReportRequest) -> Result<(), Error> {
+    let finalizers = rr.finalizers();
+    let Some(index) = finalizers.iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER},
+        {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
+    ]))?;
+    api.patch(
+        &rr.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// On deletion: cancels unfinished work, deletes the stored output and records that on the

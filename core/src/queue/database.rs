@@ -66,6 +66,13 @@ const DELETE: &str = "DELETE FROM work_queue \
 const DEAD_LETTER: &str = "UPDATE work_queue \
      SET dead_lettered_at = $3, dead_letter_reason = $4, receipt = NULL \
      WHERE id = $1 AND receipt = $2 AND dead_lettered_at IS NULL";
+/// `$1` now. Sent with a delay and never received yet counts as neither (SQS: "delayed").
+const DEPTH: &str = "SELECT \
+     COALESCE(SUM(CASE WHEN dead_lettered_at IS NULL AND visible_at <= $1 THEN 1 ELSE 0 END), 0), \
+     COALESCE(SUM(CASE WHEN dead_lettered_at IS NULL AND visible_at > $1 \
+         AND receipt IS NOT NULL THEN 1 ELSE 0 END), 0), \
+     COALESCE(SUM(CASE WHEN dead_lettered_at IS NOT NULL THEN 1 ELSE 0 END), 0) \
+     FROM work_queue";
 const DEAD_LETTERS: &str = "SELECT body, dead_letter_reason FROM work_queue \
      WHERE dead_lettered_at IS NOT NULL ORDER BY dead_lettered_at, id";
 
@@ -310,6 +317,23 @@ impl WorkQueue for DatabaseQueue {
             sqlx::query(PING).execute(pool).await?;
         });
         Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn depth(&self) -> Result<super::Depth> {
+        let (visible, in_flight, dead_letters): (i64, i64, i64) =
+            on_pool!(self.backend.pool(), |pool| {
+                sqlx::query_as(DEPTH)
+                    .bind(Timestamp(Utc::now()))
+                    .fetch_one(pool)
+                    .await?
+            });
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(super::Depth {
+            visible: count(visible),
+            in_flight: count(in_flight),
+            dead_letters: count(dead_letters),
+        })
     }
 }
 

@@ -57,4 +57,17 @@ pub trait WorkQueue: Send + Sync + 'static {
     async fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<()>;
     /// Succeeds when the queue is reachable.
     async fn ping(&self) -> Result<()>;
+    /// How many messages wait, are held and were dead-lettered (approximate on SQS).
+    async fn depth(&self) -> Result<Depth>;
+}
+
+/// A queue's size, as [`WorkQueue::depth`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Receivable now.
+    pub visible: u64,
+    /// Received and not deleted, hidden until their visibility timeout or retry delay ends.
+    pub in_flight: u64,
+    /// In the dead-letter queue (the table's dead-lettered rows).
+    pub dead_letters: u64,
 }

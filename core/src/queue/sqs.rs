@@ -406,6 +406,50 @@ impl WorkQueue for SqsQueue {
             .map_err(|e| queue_error("reaching the queue", e))?;
         Ok(())
     }
+
+    /// `ApproximateNumberOfMessages` and `…NotVisible` of the queue, and
+    /// `ApproximateNumberOfMessages` of its dead-letter queue (0 without one).
+    #[tracing::instrument(skip_all)]
+    async fn depth(&self) -> Result<super::Depth> {
+        let visible = QueueAttributeName::ApproximateNumberOfMessages;
+        let in_flight = QueueAttributeName::ApproximateNumberOfMessagesNotVisible;
+        let main = self
+            .attributes(&self.queue_url, &[visible.clone(), in_flight.clone()])
+            .await?;
+        let dead_letters = match self.dead_letter_target().await? {
+            Some(url) => self.attributes(url, std::slice::from_ref(&visible)).await?[0],
+            None => 0,
+        };
+        Ok(super::Depth {
+            visible: main[0],
+            in_flight: main[1],
+            dead_letters,
+        })
+    }
+}
+
+impl SqsQueue {
+    /// Numeric attributes of the queue at `url`, in the order asked (0 when absent).
+    async fn attributes(&self, url: &str, names: &[QueueAttributeName]) -> Result<Vec<u64>> {
+        let answer = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .set_attribute_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(|e| queue_error("reading the queue's attributes", e))?;
+        let attributes = answer.attributes();
+        Ok(names
+            .iter()
+            .map(|name| {
+                attributes
+                    .and_then(|a| a.get(name))
+                    .and_then(|value| value.parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect())
+    }
 }
 
 /// An [`Error::Queue`] that names what failed and shows the SDK error with its causes

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::Result;
 use crate::model::{
-    AttemptEnd, Cancelled, Claim, Inserted, Lease, NewReport, NewUser, RefreshToken, Report,
-    ReportCounts, ReportFilter, StoredOutput, User, UserCredentials,
+    AttemptEnd, Cancelled, Claim, Inserted, Lease, NewReport, NewUser, Quota, RefreshToken, Report,
+    ReportCounts, ReportFilter, StoredOutput, Usage, User, UserCredentials,
 };
 
 pub mod pool;
@@ -69,6 +69,14 @@ pub trait RecordStore: Send + Sync + 'static {
     /// the existing report instead and writes nothing. [`Error::UnknownUser`](crate::Error::UnknownUser)
     /// if the user does not exist.
     async fn insert_report(&self, report: NewReport) -> Result<Inserted>;
+    /// [`insert_report`](Self::insert_report) within the user's `quota`, counted at the
+    /// report's `created_at`: over either limit, [`Error::QuotaExceeded`](crate::Error::QuotaExceeded)
+    /// and nothing is written. Concurrent requests of one user are counted in turn, so
+    /// the limits hold exactly. A replay of an idempotency key is answered whatever the
+    /// quota.
+    async fn insert_report_within(&self, report: NewReport, quota: Quota) -> Result<Inserted>;
+    /// What the user holds against their quota at `now`.
+    async fn usage(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<Usage>;
     /// Any report by id, whoever owns it (worker, dispatcher, controller).
     async fn report(&self, id: Uuid) -> Result<Option<Report>>;
     /// A report only if `user_id` owns it.
@@ -92,6 +100,21 @@ pub trait RecordStore: Send + Sync + 'static {
     /// Records that the report's output was deleted (its `ReportRequest` was deleted or its
     /// TTL ran out) and forgets its download link. `false` if it already was.
     async fn mark_output_deleted(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
+    /// Up to `limit` completed reports (id, output key) whose output is stored and that
+    /// completed before `completed_before`, oldest first: the retention pass deletes these
+    /// outputs, then [`mark_output_deleted`](Self::mark_output_deleted)s them.
+    async fn expired_outputs(
+        &self,
+        completed_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, String)>>;
+    /// Deletes up to `limit` finished reports that finished before `finished_before` and
+    /// hold no stored output, oldest first; returns how many.
+    async fn delete_expired_reports(
+        &self,
+        finished_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64>;
     /// Remembers the download URL handed out for a completed report.
     async fn set_download_url(&self, id: Uuid, url: &str, expires_at: DateTime<Utc>) -> Result<()>;
 

@@ -6,12 +6,14 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::pool::{SqlDatabase, on_pool};
+use super::pool::{Pool, SqlDatabase, on_pool};
+use super::timestamp::Timestamp;
 use super::{rows, sql};
 use crate::ReportStatus;
 use crate::model::{
-    AttemptEnd, Cancelled, Claim, Inserted, Lease, NewReport, NewUser, RefreshToken, Report,
-    ReportCounts, ReportFilter, StoredOutput, User, UserCredentials,
+    AttemptEnd, Cancelled, Claim, Inserted, Lease, NewReport, NewUser, Quota, QuotaExceeded,
+    QuotaLimit, RefreshToken, Report, ReportCounts, ReportFilter, StoredOutput, Usage, User,
+    UserCredentials,
 };
 
 #[async_trait::async_trait]
@@ -182,6 +184,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
                 .bind(report.idempotency_key.as_deref())
                 .bind(report.request_fingerprint.as_deref())
                 .bind(rows::ts(report.created_at))
+                .bind(report.traceparent.as_deref())
                 .fetch_optional(pool)
                 .await
                 .map_err(|e| rows::unknown_user_on_foreign_key(e, report.user_id))?;
@@ -205,6 +208,122 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
                 "report {} already exists",
                 report.id
             )))
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %report.user_id))]
+    async fn insert_report_within(
+        &self,
+        report: NewReport,
+        quota: Quota,
+    ) -> crate::Result<Inserted> {
+        if let Some(key) = report.idempotency_key.as_deref() {
+            let existing = on_pool!(self.sql_pool(), |pool| {
+                sqlx::query_as::<_, rows::ReportRow>(sql::REPORT_BY_IDEMPOTENCY_KEY)
+                    .bind(report.user_id)
+                    .bind(key)
+                    .fetch_optional(pool)
+                    .await?
+            });
+            if let Some(row) = existing {
+                return Ok(Inserted::Existing(row.into_report()?));
+            }
+        }
+        if quota == Quota::default() {
+            return self.insert_report(report).await;
+        }
+        let hour_ago = rows::ts(report.created_at - chrono::Duration::hours(1));
+        // In one transaction holding the user: lock, count, insert. An early return rolls
+        // back (the transaction is dropped).
+        macro_rules! within_quota {
+            ($tx:ident, $lock:expr) => {{
+                let user = sqlx::query($lock)
+                    .bind(report.user_id)
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+                if user.is_none() {
+                    return Err(crate::Error::UnknownUser(report.user_id));
+                }
+                let counts: UsageRow = sqlx::query_as(sql::USAGE)
+                    .bind(report.user_id)
+                    .bind(hour_ago)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                check_quota(quota, counts, report.created_at)?;
+                let row: Option<rows::ReportRow> = sqlx::query_as(sql::INSERT_REPORT)
+                    .bind(report.id)
+                    .bind(report.user_id)
+                    .bind(report.report_type.as_str())
+                    .bind(report.format.as_str())
+                    .bind(sqlx::types::Json(&report.parameters))
+                    .bind(report.idempotency_key.as_deref())
+                    .bind(report.request_fingerprint.as_deref())
+                    .bind(rows::ts(report.created_at))
+                    .bind(report.traceparent.as_deref())
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+                $tx.commit().await?;
+                row
+            }};
+        }
+        let row = match self.sql_pool() {
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                within_quota!(tx, sql::LOCK_USER_POSTGRES)
+            }
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                within_quota!(tx, sql::LOCK_USER_SQLITE)
+            }
+        };
+        match row {
+            Some(row) => Ok(Inserted::Created(row.into_report()?)),
+            // A concurrent request with the same idempotency key committed first: the
+            // plain insert finds and returns it.
+            None => self.insert_report(report).await,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user_id))]
+    async fn usage(&self, user_id: Uuid, now: DateTime<Utc>) -> crate::Result<Usage> {
+        let counts: UsageRow = on_pool!(self.sql_pool(), |pool| {
+            sqlx::query_as(sql::USAGE)
+                .bind(user_id)
+                .bind(rows::ts(now - chrono::Duration::hours(1)))
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(counts.usage())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn expired_outputs(
+        &self,
+        completed_before: DateTime<Utc>,
+        limit: u32,
+    ) -> crate::Result<Vec<(Uuid, String)>> {
+        on_pool!(self.sql_pool(), |pool| {
+            Ok(sqlx::query_as(sql::EXPIRED_OUTPUTS)
+                .bind(rows::ts(completed_before))
+                .bind(rows::limit(limit))
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_expired_reports(
+        &self,
+        finished_before: DateTime<Utc>,
+        limit: u32,
+    ) -> crate::Result<u64> {
+        on_pool!(self.sql_pool(), |pool| {
+            Ok(sqlx::query(sql::DELETE_EXPIRED_REPORTS)
+                .bind(rows::ts(finished_before))
+                .bind(rows::limit(limit))
+                .execute(pool)
+                .await?
+                .rows_affected())
         })
     }
 
@@ -585,4 +704,58 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
             Ok(done.rows_affected() == 1)
         })
     }
+}
+
+/// The counts of [`sql::USAGE`]: unfinished, last hour, the oldest of the last hour.
+type UsageRow = (i64, i64, Option<Timestamp>);
+
+trait UsageCounts {
+    fn usage(&self) -> Usage;
+}
+
+impl UsageCounts for UsageRow {
+    fn usage(&self) -> Usage {
+        Usage {
+            unfinished: u64::try_from(self.0).unwrap_or(0),
+            last_hour: u64::try_from(self.1).unwrap_or(0),
+        }
+    }
+}
+
+/// How long a client over the unfinished-reports limit is asked to wait: reports
+/// typically finish within seconds.
+const UNFINISHED_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `Err` when `counts` leave no room in `quota` at `now`.
+fn check_quota(quota: Quota, counts: UsageRow, now: DateTime<Utc>) -> crate::Result<()> {
+    let usage = counts.usage();
+    if let Some(allowed) = quota.unfinished
+        && usage.unfinished >= u64::from(allowed)
+    {
+        return Err(QuotaExceeded {
+            limit: QuotaLimit::Unfinished,
+            allowed,
+            retry_after: UNFINISHED_RETRY_AFTER,
+        }
+        .into());
+    }
+    if let Some(allowed) = quota.per_hour
+        && usage.last_hour >= u64::from(allowed)
+    {
+        // The oldest report of the window leaves it an hour after its creation.
+        let frees_at = counts
+            .2
+            .map_or(now, |oldest| oldest.0 + chrono::Duration::hours(1));
+        let retry_after = (frees_at - now)
+            .to_std()
+            .unwrap_or_default()
+            .max(std::time::Duration::from_secs(1));
+        return Err(QuotaExceeded {
+            limit: QuotaLimit::PerHour,
+            allowed,
+            retry_after,
+        }
+        .into());
+    }
+    Ok(())
 }

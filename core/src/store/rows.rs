@@ -105,6 +105,7 @@ pub(super) struct ReportRow {
     download_url_expires_at: Option<Timestamp>,
     output_deleted_at: Option<Timestamp>,
     available_at: Option<Timestamp>,
+    traceparent: Option<String>,
 }
 
 impl ReportRow {
@@ -140,6 +141,7 @@ impl ReportRow {
             download_url_expires_at: time(self.download_url_expires_at),
             output_deleted_at: time(self.output_deleted_at),
             available_at: time(self.available_at),
+            traceparent: self.traceparent,
         })
     }
 }

@@ -14,7 +14,7 @@ macro_rules! report_columns {
          error_message, created_at, queued_at, started_at, completed_at, failed_at, \
          cancelled_at, updated_at, lease_owner, lease_expires_at, idempotency_key, \
          request_fingerprint, output_key, output_file_path, output_size, output_checksum, \
-         download_url, download_url_expires_at, output_deleted_at, available_at"
+         download_url, download_url_expires_at, output_deleted_at, available_at, traceparent"
     };
 }
 
@@ -84,11 +84,35 @@ pub(super) const PENDING_REPORTS: &str = select_reports!(
 /// Writes nothing (and returns no row) when the user already used the idempotency key.
 pub(super) const INSERT_REPORT: &str = concat!(
     "INSERT INTO reports (id, user_id, report_type, format, parameters, status, progress, \
-     attempts, idempotency_key, request_fingerprint, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, 'pending', 0, 0, $6, $7, $8, $8) \
+     attempts, idempotency_key, request_fingerprint, created_at, updated_at, traceparent) \
+     VALUES ($1, $2, $3, $4, $5, 'pending', 0, 0, $6, $7, $8, $8, $9) \
      ON CONFLICT DO NOTHING RETURNING ",
     report_columns!()
 );
+/// `$1` user, `$2` an hour ago: unfinished reports, reports of the last hour and the
+/// oldest of those (when the per-hour window frees a place).
+pub(super) const USAGE: &str = "SELECT \
+     (SELECT COUNT(*) FROM reports WHERE user_id = $1 \
+         AND status IN ('pending', 'queued', 'running')), \
+     (SELECT COUNT(*) FROM reports WHERE user_id = $1 AND created_at > $2), \
+     (SELECT MIN(created_at) FROM reports WHERE user_id = $1 AND created_at > $2)";
+/// Holds the user's row while a quota is checked and a report inserted, so concurrent
+/// requests of one user are counted one after the other (Postgres; SQLite's `BEGIN
+/// IMMEDIATE` serialises writers anyway).
+pub(super) const LOCK_USER_POSTGRES: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
+pub(super) const LOCK_USER_SQLITE: &str = "SELECT id FROM users WHERE id = $1";
+/// `$1` completed before, `$2` batch size: outputs the retention pass deletes.
+pub(super) const EXPIRED_OUTPUTS: &str = "SELECT id, output_key FROM reports \
+     WHERE output_key IS NOT NULL AND output_deleted_at IS NULL AND completed_at < $1 \
+     ORDER BY completed_at LIMIT $2";
+/// `$1` finished before, `$2` batch size: finished reports whose output is gone (or never
+/// was), oldest first. A report with a live output waits until the pass deleted it.
+pub(super) const DELETE_EXPIRED_REPORTS: &str = "DELETE FROM reports WHERE id IN (\
+     SELECT id FROM reports \
+     WHERE status IN ('completed', 'failed', 'cancelled') \
+     AND COALESCE(completed_at, failed_at, cancelled_at) < $1 \
+     AND (output_key IS NULL OR output_deleted_at IS NOT NULL) \
+     ORDER BY COALESCE(completed_at, failed_at, cancelled_at) LIMIT $2)";
 pub(super) const DELETE_REPORT: &str = "DELETE FROM reports WHERE id = $1";
 pub(super) const MARK_OUTPUT_DELETED: &str = "UPDATE reports SET output_deleted_at = $2, \
      download_url = NULL, download_url_expires_at = NULL, updated_at = $2 \

@@ -72,6 +72,7 @@ async fn pending_report(s: &Subject, created_at: chrono::DateTime<Utc>) -> Resul
             idempotency_key: None,
             request_fingerprint: None,
             created_at,
+            traceparent: None,
         })
         .await?;
     let Inserted::Created(report) = inserted else {

@@ -85,6 +85,7 @@ fn new_report(user_id: Uuid, created_at: DateTime<Utc>) -> NewReport {
         idempotency_key: None,
         request_fingerprint: None,
         created_at,
+        traceparent: None,
     }
 }
 

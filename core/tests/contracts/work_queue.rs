@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use quire_core::queue::sqs::DEAD_LETTER_REASON_ATTRIBUTE;
-use quire_core::queue::{DatabaseQueue, Delivery, Receipt, SqsQueue, WorkQueue};
+use quire_core::queue::{DatabaseQueue, Delivery, Depth, Receipt, SqsQueue, WorkQueue};
 use quire_core::{Error, Result};
 use quire_testing::aws::Emulator;
 use tokio::time::Instant;
@@ -73,6 +73,9 @@ impl WorkQueue for Database {
     }
     async fn ping(&self) -> Result<()> {
         self.queue.ping().await
+    }
+    async fn depth(&self) -> Result<Depth> {
+        self.queue.depth().await
     }
 }
 
@@ -139,6 +142,9 @@ impl WorkQueue for Sqs {
     }
     async fn ping(&self) -> Result<()> {
         self.queue.ping().await
+    }
+    async fn depth(&self) -> Result<Depth> {
+        self.queue.depth().await
     }
 }
 
@@ -221,6 +227,7 @@ crate::contract_suite! {
         a_long_poll_finds_messages_sent_by_another_process,
         receive_takes_at_most_max_messages,
         concurrent_receivers_never_get_the_same_message,
+        depth_counts_visible_in_flight_and_dead_lettered_messages,
     ],
 }
 
@@ -619,4 +626,50 @@ mod sqs_only {
         );
         Ok(())
     }
+}
+
+async fn depth_counts_visible_in_flight_and_dead_lettered_messages(queue: Queue) -> Result<()> {
+    assert_eq!(queue.depth().await?, Depth::default());
+    for body in ["a", "b", "c", "d"] {
+        queue.send(body, NOW).await?;
+    }
+    // SQS's counts are approximate and settle within moments; the table's are exact.
+    let settled = |want: Depth| {
+        let queue = queue.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let depth = queue.depth().await?;
+                if depth == want || Instant::now() >= deadline {
+                    assert_eq!(depth, want);
+                    return Ok::<_, Error>(());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    settled(Depth {
+        visible: 4,
+        in_flight: 0,
+        dead_letters: 0,
+    })
+    .await?;
+    let mut held = queue.receive(2, NOW, HOLD).await?;
+    while held.len() < 2 {
+        held.extend(queue.receive(2 - held.len(), NOW, HOLD).await?);
+    }
+    settled(Depth {
+        visible: 2,
+        in_flight: 2,
+        dead_letters: 0,
+    })
+    .await?;
+    queue.dead_letter(&held[0].receipt, "cannot parse").await?;
+    queue.ack(&held[1].receipt).await?;
+    settled(Depth {
+        visible: 2,
+        in_flight: 0,
+        dead_letters: 1,
+    })
+    .await
 }

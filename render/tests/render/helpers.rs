@@ -60,6 +60,7 @@ pub fn report(
         download_url: None,
         output_deleted_at: None,
         available_at: None,
+        traceparent: None,
         download_url_expires_at: None,
     }
 }
