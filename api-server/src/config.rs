@@ -266,6 +266,40 @@ mod tests {
     }
 
     #[test]
+    fn quotas_retention_and_the_report_request_ttl_have_their_documented_defaults() {
+        let defaults = parse(&[]);
+        assert_eq!(
+            (defaults.quota_unfinished, defaults.quota_per_hour),
+            (20, 500)
+        );
+        assert_eq!(defaults.report_request_ttl, Duration::from_secs(3600));
+        assert_eq!(
+            defaults.retention.policy(),
+            quire_core::retention::RetentionPolicy::default()
+        );
+        let set = parse(&[
+            "--jwt-secret",
+            "a secret of at least thirty-two bytes",
+            "--quota-unfinished",
+            "0",
+            "--quota-per-hour",
+            "50",
+            "--report-request-ttl",
+            "15m",
+            "--output-retention",
+            "12h",
+        ]);
+        let config = set.api_config().unwrap();
+        assert_eq!(config.quota().unfinished, None, "0 disables the limit");
+        assert_eq!(config.quota().per_hour, Some(50));
+        assert_eq!(set.report_request_ttl, Duration::from_secs(900));
+        assert_eq!(
+            set.retention.policy().outputs,
+            Some(Duration::from_secs(12 * 3600))
+        );
+    }
+
+    #[test]
     fn a_short_jwt_secret_is_refused_without_repeating_it() {
         let config = parse(&["--jwt-secret", "tooshort-secret-value"]);
         let message = config.api_config().unwrap_err().to_string();

@@ -201,3 +201,138 @@ async fn a_restart_on_the_same_data_directory_keeps_users_reports_and_tokens() {
     assert!(bytes.starts_with(b"%PDF-"));
     dev.stop().await;
 }
+
+#[tokio::test]
+async fn one_metrics_endpoint_serves_the_api_the_worker_and_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = start(&args(dir.path())).await.unwrap();
+    let session =
+        Session::signup_and_signin(format!("http://{}", dev.addr), "metrics@example.com").await;
+    let id = session
+        .request(json!({"report_type": "profile", "format": "pdf"}))
+        .await;
+    session.wait_completed(&id).await;
+    let text = session
+        .http
+        .get(format!("{}/metrics", session.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = quire_testing::metrics::Scrape::parse(&text);
+    let profile = [("type", "profile"), ("format", "pdf")];
+    assert_eq!(
+        scrape.value("quire_reports_created_total", &profile),
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape.value(
+            "quire_worker_reports_processed_total",
+            &[
+                ("type", "profile"),
+                ("format", "pdf"),
+                ("outcome", "completed")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape.value(
+            "quire_http_requests_total",
+            &[("method", "POST"), ("route", "/reports"), ("status", "202")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        scrape
+            .value("quire_queue_messages", &[("state", "visible")])
+            .is_some()
+    );
+    assert_eq!(text.matches("# EOF").count(), 1, "one exposition");
+    dev.stop().await;
+}
+
+#[tokio::test]
+async fn retention_deletes_the_output_then_the_report_with_short_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = args(dir.path());
+    settings.retention = quire_core::retention::RetentionArgs {
+        output_retention: Duration::from_secs(2),
+        record_retention: Duration::from_secs(5),
+        retention_interval: Duration::from_millis(300),
+    };
+    let dev = start(&settings).await.unwrap();
+    let session =
+        Session::signup_and_signin(format!("http://{}", dev.addr), "retention@example.com").await;
+    let id = session
+        .request(json!({"report_type": "profile", "format": "pdf"}))
+        .await;
+    let report = session.wait_completed(&id).await;
+    let (_, pdf) = session.download(&id).await;
+    assert!(pdf.starts_with(b"%PDF"));
+    let outputs = dir.path().join("outputs");
+    let files = |dir: &std::path::Path| {
+        walk(dir)
+            .into_iter()
+            .filter(|path| path.extension().is_some_and(|e| e == "pdf"))
+            .count()
+    };
+    assert_eq!(files(&outputs), 1, "the output is on disk");
+    assert!(report["output_deleted_at"].is_null());
+
+    // The output goes after about 2 s: the download says 410, the file is gone.
+    let mut download = StatusCode::FOUND;
+    for _ in 0..60 {
+        download = session
+            .http
+            .get(format!("{}/reports/{id}/download", session.base))
+            .bearer_auth(&session.token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if download == StatusCode::GONE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(download, StatusCode::GONE);
+    assert_eq!(files(&outputs), 0, "the output file is deleted");
+    assert!(session.report(&id).await["output_deleted_at"].is_string());
+
+    // The record goes after about 5 s.
+    let mut status = StatusCode::OK;
+    for _ in 0..60 {
+        status = session
+            .http
+            .get(format!("{}/reports/{id}", session.base))
+            .bearer_auth(&session.token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    dev.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(walk(&path));
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}

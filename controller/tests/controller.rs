@@ -584,6 +584,54 @@ async fn finished_requests_are_deleted_with_their_output_when_the_ttl_expires() 
 }
 
 #[tokio::test]
+async fn an_expired_request_the_api_created_goes_but_its_output_stays_for_retention() {
+    let h = Harness::new().await;
+    let controller = h.start(None);
+    let report = h.report_row(ReportType::Profile, ReportFormat::Pdf).await;
+    let name = report.id.to_string();
+    let mut spec = spec(h.user, ReportType::Profile, ReportFormat::Pdf);
+    spec.report_id = Some(name.clone());
+    spec.ttl_seconds_after_finished = Some(1);
+    let mut rr = ReportRequest::new(&name, spec);
+    rr.metadata.annotations = Some(std::collections::BTreeMap::from([(
+        quire_crds::report_request::annotations::OUTPUT_RETENTION.to_owned(),
+        "api".to_owned(),
+    )]));
+    h.api()
+        .create(&PostParams::default(), &rr)
+        .await
+        .expect("create a ReportRequest");
+    h.wait_for_phase(&name, Phase::Queued).await;
+    let output = h.render(&report).await;
+    // Completed, then gone a second later (too fast to always see the phase in between).
+    h.wait_until_gone(&name).await;
+    // The resource left etcd; the output is the API's retention's to delete.
+    assert!(h.storage.exists(&output.key).await.expect("exists"));
+    let row = h.row(report.id).await;
+    assert_eq!(row.status, ReportStatus::Completed);
+    assert!(row.output_deleted_at.is_none());
+    controller.stop().await;
+}
+
+/// What one finished `ReportRequest` weighs in etcd (custom resources are stored as
+/// JSON), for the README's scale envelope: objects held = rate × TTL.
+#[tokio::test]
+async fn a_finished_report_request_stays_within_the_documented_size() {
+    let h = Harness::new().await;
+    let controller = h.start(None);
+    let report = h.request(None).await;
+    let name = report.id.to_string();
+    h.wait_for_phase(&name, Phase::Queued).await;
+    h.render(&report).await;
+    let finished = h.wait_for_phase(&name, Phase::Completed).await;
+    let bytes = serde_json::to_vec(&finished).expect("JSON").len();
+    println!("a completed ReportRequest is {bytes} bytes of JSON");
+    // README, "Scale envelope in cluster mode": about 2 KiB, under 3 KiB.
+    assert!((1024..3072).contains(&bytes), "{bytes} bytes");
+    controller.stop().await;
+}
+
+#[tokio::test]
 async fn suspending_a_request_cancels_its_report() {
     let h = Harness::new().await;
     let controller = h.start(None);

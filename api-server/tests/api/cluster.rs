@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use quire_api::ReportRequests;
 use quire_api::cluster::{FIELD_MANAGER, MANAGED_BY_LABEL, REPORT_TYPE_LABEL, USER_ID_LABEL};
+use quire_crds::report_request::annotations;
 use quire_crds::{ReportFormat, ReportRequest, ReportType};
 use quire_testing::kube_api::FakeApiServer;
 use reqwest::{Method, StatusCode};
@@ -111,6 +112,11 @@ async fn a_report_becomes_one_report_request_and_stays_pending_for_the_controlle
     );
     assert_eq!(request.spec.ttl_seconds_after_finished, None);
     assert!(!request.spec.suspend);
+    assert_eq!(
+        request.metadata.annotations.as_ref().unwrap()[annotations::OUTPUT_RETENTION],
+        "api",
+        "its output follows the API's retention"
+    );
 
     // Not dispatched: no message, not marked queued.
     assert!(
@@ -308,4 +314,25 @@ async fn a_replay_of_a_report_already_dispatched_does_not_touch_the_cluster() {
     assert_eq!(replay.status(), StatusCode::ACCEPTED);
     assert_eq!(body(replay).await["status"], "queued");
     assert_eq!(kube.requests().len(), 0);
+}
+
+#[tokio::test]
+async fn report_requests_carry_the_ttl_and_the_trace_they_were_requested_in() {
+    let kube = FakeApiServer::start().await;
+    let requests = ReportRequests::new(kube.client(), None)
+        .with_ttl_after_finished(Some(Duration::from_millis(3_600_500)));
+    let app = spawn_cluster_app(requests).await;
+    let user = app.user().await;
+    let report = body(app.create_report(&user, &dataset()).await).await;
+    let request = stored_request(&kube, "default", report["id"].as_str().unwrap()).unwrap();
+    // Whole seconds, rounded up.
+    assert_eq!(request.spec.ttl_seconds_after_finished, Some(3601));
+    // No trace is exported in this test process, so there is no context to carry.
+    assert!(
+        !request
+            .metadata
+            .annotations
+            .unwrap()
+            .contains_key(annotations::TRACEPARENT)
+    );
 }
