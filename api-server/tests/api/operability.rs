@@ -171,6 +171,18 @@ async fn every_metric_the_api_serves_is_documented_in_the_readme() {
     }
 }
 
+async fn cancel(app: &TestApp, user: &TestUser, report: &serde_json::Value) {
+    let id = report["id"].as_str().unwrap();
+    let cancelled = app
+        .post_authed(
+            &format!("/reports/{id}/cancel"),
+            &user.access_token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+}
+
 /// Creates a report and returns the response.
 async fn create(app: &TestApp, user: &TestUser, days: u32) -> reqwest::Response {
     app.create_report(user, &activity(days)).await
@@ -209,25 +221,9 @@ async fn quotas_refuse_with_429_saying_which_limit_and_me_shows_the_usage() {
     assert_eq!(create(&app, &other, 1).await.status(), StatusCode::ACCEPTED);
 
     // A cancel frees a place; the hourly limit is next.
-    let id = first["id"].as_str().unwrap();
-    let cancelled = app
-        .post_authed(
-            &format!("/reports/{id}/cancel"),
-            &user.access_token,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(cancelled.status(), StatusCode::OK);
+    cancel(&app, &user, &first).await;
     assert_eq!(create(&app, &user, 4).await.status(), StatusCode::ACCEPTED);
-    let id = second["id"].as_str().unwrap();
-    let cancelled = app
-        .post_authed(
-            &format!("/reports/{id}/cancel"),
-            &user.access_token,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(cancelled.status(), StatusCode::OK);
+    cancel(&app, &user, &second).await;
     let hourly = create(&app, &user, 5).await;
     assert_eq!(hourly.status(), StatusCode::TOO_MANY_REQUESTS);
     // The oldest report of the hour leaves the window in a little under an hour.
@@ -335,14 +331,8 @@ async fn retention_deletes_old_outputs_then_old_rows() {
     let old_id = old["id"].as_str().unwrap().parse().unwrap();
     let report = app.complete_report(old_id, b"a,b\n1,2\n").await;
     let key = report.output_key.clone().unwrap();
-    let failed = app.activity_report(&user, 2).await;
-    let cancelled_id = failed["id"].as_str().unwrap();
-    app.post_authed(
-        &format!("/reports/{cancelled_id}/cancel"),
-        &user.access_token,
-        &json!({}),
-    )
-    .await;
+    let cancelled = app.activity_report(&user, 2).await;
+    cancel(&app, &user, &cancelled).await;
     let download = format!("/reports/{old_id}/download");
     assert_eq!(
         app.get_authed(&download, &user.access_token).await.status(),

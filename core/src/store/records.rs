@@ -16,6 +16,22 @@ use crate::model::{
     UserCredentials,
 };
 
+/// [`sql::INSERT_REPORT`] with a [`NewReport`]'s values bound, for either database.
+macro_rules! insert_report_query {
+    ($report:expr) => {
+        sqlx::query_as(sql::INSERT_REPORT)
+            .bind($report.id)
+            .bind($report.user_id)
+            .bind($report.report_type.as_str())
+            .bind($report.format.as_str())
+            .bind(sqlx::types::Json(&$report.parameters))
+            .bind($report.idempotency_key.as_deref())
+            .bind($report.request_fingerprint.as_deref())
+            .bind(rows::ts($report.created_at))
+            .bind($report.traceparent.as_deref())
+    };
+}
+
 #[async_trait::async_trait]
 impl<S: SqlDatabase> crate::store::RecordStore for S {
     #[tracing::instrument(skip_all)]
@@ -175,16 +191,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
     #[tracing::instrument(skip_all, fields(report_id = %report.id))]
     async fn insert_report(&self, report: NewReport) -> crate::Result<Inserted> {
         on_pool!(self.sql_pool(), |pool| {
-            let row: Option<rows::ReportRow> = sqlx::query_as(sql::INSERT_REPORT)
-                .bind(report.id)
-                .bind(report.user_id)
-                .bind(report.report_type.as_str())
-                .bind(report.format.as_str())
-                .bind(sqlx::types::Json(&report.parameters))
-                .bind(report.idempotency_key.as_deref())
-                .bind(report.request_fingerprint.as_deref())
-                .bind(rows::ts(report.created_at))
-                .bind(report.traceparent.as_deref())
+            let row: Option<rows::ReportRow> = insert_report_query!(report)
                 .fetch_optional(pool)
                 .await
                 .map_err(|e| rows::unknown_user_on_foreign_key(e, report.user_id))?;
@@ -250,16 +257,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
                     .fetch_one(&mut *$tx)
                     .await?;
                 check_quota(quota, counts, report.created_at)?;
-                let row: Option<rows::ReportRow> = sqlx::query_as(sql::INSERT_REPORT)
-                    .bind(report.id)
-                    .bind(report.user_id)
-                    .bind(report.report_type.as_str())
-                    .bind(report.format.as_str())
-                    .bind(sqlx::types::Json(&report.parameters))
-                    .bind(report.idempotency_key.as_deref())
-                    .bind(report.request_fingerprint.as_deref())
-                    .bind(rows::ts(report.created_at))
-                    .bind(report.traceparent.as_deref())
+                let row: Option<rows::ReportRow> = insert_report_query!(report)
                     .fetch_optional(&mut *$tx)
                     .await?;
                 $tx.commit().await?;
