@@ -1,5 +1,8 @@
-//! The app every API benchmark runs: the real routes on SQLite, the database queue and
-//! local storage in a temporary directory, no external services.
+//! The app every API benchmark runs: the real routes on SQLite (or Postgres: `serve_on`),
+//! the database queue and local storage in a temporary directory, no external services.
+
+// Each benchmark uses part of this module.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +12,7 @@ use quire_core::dispatch::QueueDispatcher;
 use quire_core::orchestrator::Builtin;
 use quire_core::queue::DatabaseQueue;
 use quire_core::storage::LocalStorage;
-use quire_core::store::SqliteStore;
+use quire_core::store::{RecordStore, SqliteStore};
 use secrecy::SecretString;
 
 /// The benchmark configuration: bcrypt at `bcrypt_cost`, every auth rate limit off (a
@@ -30,11 +33,22 @@ pub async fn start(config: ApiConfig) -> anyhow::Result<(String, tempfile::TempD
     let store = SqliteStore::open(&dir.path().join("bench.db")).await?;
     store.migrate().await?;
     let queue = Arc::new(DatabaseQueue::sqlite(store.pool().clone()));
-    let store = Arc::new(store);
+    let base = serve_on(config, Arc::new(store), queue, dir.path()).await?;
+    Ok((base, dir))
+}
+
+/// Serves the app with `config` on `store` and `queue`, keeping outputs under `dir`;
+/// returns its base URL.
+pub async fn serve_on(
+    config: ApiConfig,
+    store: Arc<dyn RecordStore>,
+    queue: Arc<DatabaseQueue>,
+    dir: &std::path::Path,
+) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let local = Arc::new(LocalStorage::new(
-        dir.path().join("out"),
+        dir.join("out"),
         format!("{base}/").parse()?,
         vec![1; 32],
     )?);
@@ -48,7 +62,7 @@ pub async fn start(config: ApiConfig) -> anyhow::Result<(String, tempfile::TempD
         Some(local),
     );
     tokio::spawn(serve(listener, app(state), std::future::pending()));
-    Ok((base, dir))
+    Ok(base)
 }
 
 /// The p50 and p99 of `v` (zero when empty).

@@ -18,8 +18,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 
@@ -68,7 +67,7 @@ pub fn app(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(access_log),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(middleware::map_request(drop_unsafe_request_id))
@@ -130,6 +129,20 @@ fn request_span(request: &Request) -> tracing::Span {
     // A client's `traceparent` continues its trace (when traces are exported).
     quire_core::telemetry::adopt_parent_from_headers(&span, request.headers());
     span
+}
+
+/// One line per answered request, off the hot path: successes at `debug` (counted and
+/// timed by `/metrics` instead), client errors at `info`, server errors at `warn`.
+fn access_log(response: &Response, latency: std::time::Duration, _span: &tracing::Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    if response.status().is_server_error() {
+        tracing::warn!(status, latency_ms, "answered");
+    } else if response.status().is_client_error() {
+        tracing::info!(status, latency_ms, "answered");
+    } else {
+        tracing::debug!(status, latency_ms, "answered");
+    }
 }
 
 /// Gives error responses produced outside our handlers (axum's 405, the timeout's 503, …)

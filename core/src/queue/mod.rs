@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 use crate::Result;
 
+pub mod batch;
 pub mod database;
 pub mod sqs;
 

@@ -4,10 +4,10 @@
 //!
 //! | trait | SQS |
 //! | --- | --- |
-//! | `send(body, delay)` | `SendMessage`, `DelaySeconds` = `delay` rounded up, at most 900 s |
+//! | `send(body, delay)` | `SendMessageBatch` (with the sends of the moment, see [`super::batch`]), `DelaySeconds` = `delay` rounded up, at most 900 s |
 //! | `receive(max, wait, visibility)` | `ReceiveMessage`: at most 10 messages, long poll of `wait` rounded to whole seconds (20 s per request; longer waits poll again until `wait` has passed or a message arrived), `VisibilityTimeout` = `visibility` rounded up, at most 12 h; the client's read and operation timeouts are stretched by the poll's length for this call |
-//! | `extend` / `retry_later` | `ChangeMessageVisibility` (rounded up, at most 12 h) |
-//! | `ack` | `DeleteMessage` |
+//! | `extend` / `retry_later` | `ChangeMessageVisibilityBatch` (rounded up, at most 12 h) |
+//! | `ack` | `DeleteMessageBatch` |
 //! | `dead_letter` | `SendMessage` of the body to the dead-letter queue, with the reason in the `quire.dead-letter-reason` message attribute, then `DeleteMessage` |
 //! | `ping` | `GetQueueAttributes` |
 //!
@@ -42,16 +42,21 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use super::batch::{Batcher, EntryError, EntryResult};
 use super::{Delivery, Receipt, WorkQueue};
 use crate::{Error, Result};
 
@@ -108,6 +113,15 @@ pub struct SqsQueue {
     /// Given, or found from the redrive policy on first use (`None`: there is none).
     dead_letters: Arc<OnceCell<Option<String>>>,
     held: Arc<Mutex<HashMap<String, Held>>>,
+    /// Started on first use, on the runtime of that call.
+    batches: Arc<OnceLock<Batches>>,
+}
+
+/// One [`Batcher`] per batchable call.
+struct Batches {
+    send: Batcher<(String, i32)>,
+    delete: Batcher<String>,
+    visibility: Batcher<(String, i32)>,
 }
 
 /// A message received through this queue and not yet let go.
@@ -126,6 +140,7 @@ impl SqsQueue {
             queue_url,
             dead_letters: Arc::default(),
             held: Arc::default(),
+            batches: Arc::default(),
         }
     }
 
@@ -194,33 +209,53 @@ impl SqsQueue {
         Ok(url.as_deref())
     }
 
+    /// `ChangeMessageVisibility`, in a `ChangeMessageVisibilityBatch` with whatever else
+    /// is being changed at the moment.
     async fn change_visibility(
         &self,
         action: &str,
         receipt: &Receipt,
         visibility: Duration,
     ) -> Result<()> {
-        self.client
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(&receipt.0)
-            .visibility_timeout(visibility_seconds(visibility))
-            .send()
+        self.batches()
+            .visibility
+            .submit((receipt.0.clone(), visibility_seconds(visibility)))
             .await
-            .map_err(|e| queue_error(action, e))?;
+            .map_err(|e| entry_error(action, e))
+    }
+
+    /// `DeleteMessage`, in a `DeleteMessageBatch` with the other deletes of the moment.
+    async fn delete(&self, receipt: &Receipt) -> Result<()> {
+        self.batches()
+            .delete
+            .submit(receipt.0.clone())
+            .await
+            .map_err(|e| entry_error("deleting a message", e))?;
+        self.let_go(receipt);
         Ok(())
     }
 
-    async fn delete(&self, receipt: &Receipt) -> Result<()> {
-        self.client
-            .delete_message()
-            .queue_url(&self.queue_url)
-            .receipt_handle(&receipt.0)
-            .send()
-            .await
-            .map_err(|e| queue_error("deleting a message", e))?;
-        self.let_go(receipt);
-        Ok(())
+    /// The batchers, started on first use (so on a Tokio runtime).
+    fn batches(&self) -> &Batches {
+        self.batches.get_or_init(|| {
+            let (client, url) = (self.client.clone(), self.queue_url.clone());
+            let send = Batcher::start(move |entries: Vec<(String, i32)>| {
+                send_batch(client.clone(), url.clone(), entries)
+            });
+            let (client, url) = (self.client.clone(), self.queue_url.clone());
+            let delete = Batcher::start(move |entries: Vec<String>| {
+                delete_batch(client.clone(), url.clone(), entries)
+            });
+            let (client, url) = (self.client.clone(), self.queue_url.clone());
+            let visibility = Batcher::start(move |entries: Vec<(String, i32)>| {
+                visibility_batch(client.clone(), url.clone(), entries)
+            });
+            Batches {
+                send,
+                delete,
+                visibility,
+            }
+        })
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
@@ -252,15 +287,11 @@ impl WorkQueue for SqsQueue {
                 "SQS delays a message at most 15 minutes; it may be delivered early"
             );
         }
-        self.client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .delay_seconds(seconds_up(delay.min(MAX_SEND_DELAY)))
-            .send()
+        self.batches()
+            .send
+            .submit((body.to_owned(), seconds_up(delay.min(MAX_SEND_DELAY))))
             .await
-            .map_err(|e| queue_error("sending a message", e))?;
-        Ok(())
+            .map_err(|e| entry_error("sending a message", e))
     }
 
     #[tracing::instrument(skip_all, fields(max))]
@@ -452,6 +483,28 @@ impl SqsQueue {
     }
 }
 
+/// Whether SQS's error `code` (and `message`) says a receipt handle was refused.
+fn refuses_receipt(code: Option<&str>, message: Option<&str>) -> bool {
+    match code {
+        Some("ReceiptHandleIsInvalid" | "MessageNotInflight") => true,
+        Some(code) if code.ends_with("MessageNotInflight") => true,
+        // The single calls say `InvalidParameterValue`; batch entries (LocalStack) say
+        // `InvalidParameterValueException`.
+        Some(code) if code.starts_with("InvalidParameterValue") => {
+            message.is_some_and(|m| m.contains("ReceiptHandle"))
+        }
+        _ => false,
+    }
+}
+
+/// The message of a refused receipt: the text the worker and the contract look for.
+fn stale_message(action: &str, text: &str) -> String {
+    format!(
+        "{action}: the receipt is stale or invalid (the message was deleted or received \
+         again, or the handle is malformed): {text}"
+    )
+}
+
 /// An [`Error::Queue`] that names what failed and shows the SDK error with its causes
 /// (which never include credentials). Receipts SQS refuses say "stale".
 fn queue_error<E, R>(action: &str, error: SdkError<E, R>) -> Error
@@ -459,24 +512,168 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: fmt::Debug + Send + Sync + 'static,
 {
-    let stale = match error.code() {
-        Some("ReceiptHandleIsInvalid" | "MessageNotInflight") => true,
-        Some(code) if code.ends_with("MessageNotInflight") => true,
-        Some("InvalidParameterValue") => {
-            error.message().is_some_and(|m| m.contains("ReceiptHandle"))
-        }
-        _ => false,
-    };
+    let stale = refuses_receipt(error.code(), error.message());
     let text = DisplayErrorContext(&error).to_string();
     let message = if stale {
-        format!(
-            "{action}: the receipt is stale or invalid (the message was deleted or received \
-             again, or the handle is malformed): {text}"
-        )
+        stale_message(action, &text)
     } else {
         format!("{action}: {text}")
     };
     Error::queue_caused(message, error)
+}
+
+/// The [`Error::Queue`] of one batch entry that failed.
+fn entry_error(action: &str, error: EntryError) -> Error {
+    if error.stale {
+        Error::queue(stale_message(action, &error.text))
+    } else {
+        Error::queue(format!("{action}: {}", error.text))
+    }
+}
+
+/// The result of each of `count` entries (ids `0`…) from a batch answer's failed entries.
+fn entry_results<'a>(
+    count: usize,
+    failed: impl IntoIterator<Item = &'a BatchResultErrorEntry>,
+) -> Vec<EntryResult> {
+    let mut results: Vec<EntryResult> = vec![Ok(()); count];
+    for failure in failed {
+        if let Some(slot) = failure
+            .id()
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| results.get_mut(i))
+        {
+            *slot = Err(EntryError {
+                stale: refuses_receipt(Some(failure.code()), failure.message()),
+                text: format!(
+                    "{}: {}",
+                    failure.code(),
+                    failure.message().unwrap_or("no message")
+                ),
+            });
+        }
+    }
+    results
+}
+
+/// Every entry fails the same way: the whole request did.
+fn all_failed<E, R>(count: usize, action: &str, error: SdkError<E, R>) -> Vec<EntryResult>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    let stale = refuses_receipt(error.code(), error.message());
+    let text = format!("{action}: {}", DisplayErrorContext(&error));
+    vec![Err(EntryError { stale, text }); count]
+}
+
+/// `SendMessageBatch` of `(body, delay seconds)` entries.
+async fn send_batch(client: Client, url: String, entries: Vec<(String, i32)>) -> Vec<EntryResult> {
+    let count = entries.len();
+    let built: std::result::Result<Vec<_>, _> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (body, delay))| {
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(body)
+                .delay_seconds(delay)
+                .build()
+        })
+        .collect();
+    let request = match built {
+        Ok(entries) => client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries)),
+        Err(e) => {
+            return vec![
+                Err(EntryError {
+                    stale: false,
+                    text: e.to_string()
+                });
+                count
+            ];
+        }
+    };
+    match request.send().await {
+        Ok(answer) => entry_results(count, answer.failed()),
+        Err(e) => all_failed(count, "SendMessageBatch", e),
+    }
+}
+
+/// `DeleteMessageBatch` of receipt handles.
+async fn delete_batch(client: Client, url: String, receipts: Vec<String>) -> Vec<EntryResult> {
+    let count = receipts.len();
+    let built: std::result::Result<Vec<_>, _> = receipts
+        .into_iter()
+        .enumerate()
+        .map(|(i, receipt)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(receipt)
+                .build()
+        })
+        .collect();
+    let request = match built {
+        Ok(entries) => client
+            .delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries)),
+        Err(e) => {
+            return vec![
+                Err(EntryError {
+                    stale: false,
+                    text: e.to_string()
+                });
+                count
+            ];
+        }
+    };
+    match request.send().await {
+        Ok(answer) => entry_results(count, answer.failed()),
+        Err(e) => all_failed(count, "DeleteMessageBatch", e),
+    }
+}
+
+/// `ChangeMessageVisibilityBatch` of `(receipt handle, visibility seconds)` entries.
+async fn visibility_batch(
+    client: Client,
+    url: String,
+    entries: Vec<(String, i32)>,
+) -> Vec<EntryResult> {
+    let count = entries.len();
+    let built: std::result::Result<Vec<_>, _> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (receipt, visibility))| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(receipt)
+                .visibility_timeout(visibility)
+                .build()
+        })
+        .collect();
+    let request = match built {
+        Ok(entries) => client
+            .change_message_visibility_batch()
+            .queue_url(url)
+            .set_entries(Some(entries)),
+        Err(e) => {
+            return vec![
+                Err(EntryError {
+                    stale: false,
+                    text: e.to_string()
+                });
+                count
+            ];
+        }
+    };
+    match request.send().await {
+        Ok(answer) => entry_results(count, answer.failed()),
+        Err(e) => all_failed(count, "ChangeMessageVisibilityBatch", e),
+    }
 }
 
 /// Whole seconds, rounded up, as SQS takes them.
