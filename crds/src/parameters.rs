@@ -8,8 +8,10 @@ use serde_json::Value;
 
 use crate::ReportType;
 
-/// Largest number of rows a dataset report may ask for; the operator's per-source cap may be lower.
-pub const MAX_DATASET_ROWS: u32 = 100_000;
+/// Largest `limit` a dataset report may ask for. What a report gets is set by the
+/// operator's per-source cap (`max_rows`, and `max_bytes`): datasets stream from their
+/// body to the output, so that cap may be millions of rows.
+pub const MAX_DATASET_ROWS: u32 = 100_000_000;
 
 /// Parameters of a `profile` report: none.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

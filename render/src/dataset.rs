@@ -15,6 +15,7 @@ use crate::pdf::{
     ACCENT, Align, Column, GREY, PageSize, PdfWriter, Table, fit_widths, format_time,
 };
 use crate::progress::{Phase, Progress};
+use crate::stream::StreamedDataset;
 use crate::text::{Font, cell_text, text_width, text_width_capped};
 
 /// Renders `data` to `out` as CSV, JSON or PDF. Blocking; progress goes from 50 (where
@@ -27,9 +28,39 @@ pub fn render_dataset(
 ) -> Result<(), RenderError> {
     let phase = progress.phase(50, 100);
     match format {
-        ReportFormat::Csv => write_csv(data, out, &phase),
-        ReportFormat::Json => write_json(data, out, &phase),
+        ReportFormat::Csv => write_csv(&data.columns, out, |row| in_memory(data, &phase, row)),
+        ReportFormat::Json => write_json(&data.columns, out, |row| in_memory(data, &phase, row)),
         ReportFormat::Pdf => write_pdf(data, out, &phase),
+    }?;
+    phase.finish();
+    Ok(())
+}
+
+/// Renders a dataset streamed from its body ([`crate::download_dataset`]): CSV and JSON
+/// row by row from the body to the file, so memory stays flat whatever the row count; PDF
+/// from the rows in memory (as many as the source's row cap allows). Blocking; progress
+/// goes from 40 (where the download stops) to 100.
+pub fn render_streamed_dataset(
+    data: &StreamedDataset,
+    format: ReportFormat,
+    out: &Path,
+    progress: &Progress,
+) -> Result<(), RenderError> {
+    let phase = progress.phase(40, 100);
+    match format {
+        ReportFormat::Csv | ReportFormat::Json => {
+            let columns = data.columns(&phase.sub(0.0, 0.4))?;
+            let rows = phase.sub(0.4, 1.0);
+            if format == ReportFormat::Csv {
+                write_csv(&columns, out, |row| streamed(data, &columns, &rows, row))
+            } else {
+                write_json(&columns, out, |row| streamed(data, &columns, &rows, row))
+            }
+        }
+        ReportFormat::Pdf => {
+            let loaded = data.load(&phase.sub(0.0, 0.4))?;
+            write_pdf(&loaded, out, &phase.sub(0.4, 1.0))
+        }
     }?;
     phase.finish();
     Ok(())
@@ -37,20 +68,51 @@ pub fn render_dataset(
 
 const PROGRESS_EVERY: usize = 256;
 
-fn write_csv(data: &Dataset, out: &Path, phase: &Phase<'_>) -> Result<(), RenderError> {
+/// Feeds the rows of an in-memory dataset to `row`, reporting progress.
+fn in_memory(
+    data: &Dataset,
+    phase: &Phase<'_>,
+    row: &mut dyn FnMut(&[Value]) -> Result<(), RenderError>,
+) -> Result<(), RenderError> {
+    for (index, values) in data.rows.iter().enumerate() {
+        row(values)?;
+        if index % PROGRESS_EVERY == 0 {
+            phase.report(index as u64, data.rows.len() as u64)?;
+        }
+    }
+    Ok(())
+}
+
+/// Feeds the rows of a streamed dataset to `row`, one at a time.
+fn streamed(
+    data: &StreamedDataset,
+    columns: &[String],
+    phase: &Phase<'_>,
+    row: &mut Rows<'_>,
+) -> Result<(), RenderError> {
+    data.for_each_row(columns, phase, &mut |values| row(&values))
+        .map(|_| ())
+}
+
+/// Something that calls back once per row, in order.
+type Rows<'f> = dyn FnMut(&[Value]) -> Result<(), RenderError> + 'f;
+
+fn write_csv(
+    columns: &[String],
+    out: &Path,
+    feed: impl FnOnce(&mut Rows<'_>) -> Result<(), RenderError>,
+) -> Result<(), RenderError> {
     let mut output = AtomicOutput::create(out)?;
     {
         let mut csv = csv::Writer::from_writer(output.writer());
         // With no columns there is nothing to write: an empty record would be `""`.
-        if !data.columns.is_empty() {
+        if !columns.is_empty() {
             // Column names come from the upstream's keys: they are text cells like any other.
-            write_cells(&mut csv, data.columns.iter().map(|c| escape_formula(c)))?;
-            for (index, row) in data.rows.iter().enumerate() {
-                write_cells(&mut csv, padded(row, data.columns.len()).map(json_cell))?;
-                if index % PROGRESS_EVERY == 0 {
-                    phase.report(index as u64, data.rows.len() as u64)?;
-                }
-            }
+            write_cells(&mut csv, columns.iter().map(|c| escape_formula(c)))?;
+            feed(&mut |row| {
+                write_cells(&mut csv, padded(row, columns.len()).map(json_cell))?;
+                Ok(())
+            })?;
         }
         let mut buffered = csv
             .into_inner()
@@ -68,19 +130,19 @@ fn padded(row: &[Value], columns: usize) -> impl Iterator<Item = &Value> {
 }
 
 /// A JSON array of objects, column → value, written row by row.
-fn write_json(data: &Dataset, out: &Path, phase: &Phase<'_>) -> Result<(), RenderError> {
+fn write_json(
+    columns: &[String],
+    out: &Path,
+    feed: impl FnOnce(&mut Rows<'_>) -> Result<(), RenderError>,
+) -> Result<(), RenderError> {
     let mut output = AtomicOutput::create(out)?;
     {
         let mut w = output.writer();
         w.write_all(b"[")?;
-        for (index, row) in data.rows.iter().enumerate() {
-            w.write_all(if index == 0 { b"\n{" } else { b",\n{" })?;
-            for (i, (column, value)) in data
-                .columns
-                .iter()
-                .zip(padded(row, data.columns.len()))
-                .enumerate()
-            {
+        let mut written = 0usize;
+        feed(&mut |row| {
+            w.write_all(if written == 0 { b"\n{" } else { b",\n{" })?;
+            for (i, (column, value)) in columns.iter().zip(padded(row, columns.len())).enumerate() {
                 if i > 0 {
                     w.write_all(b",")?;
                 }
@@ -89,15 +151,10 @@ fn write_json(data: &Dataset, out: &Path, phase: &Phase<'_>) -> Result<(), Rende
                 serde_json::to_writer(&mut w, value).map_err(std::io::Error::from)?;
             }
             w.write_all(b"}")?;
-            if index % PROGRESS_EVERY == 0 {
-                phase.report(index as u64, data.rows.len() as u64)?;
-            }
-        }
-        w.write_all(if data.rows.is_empty() {
-            b"]\n"
-        } else {
-            b"\n]\n"
+            written += 1;
+            Ok(())
         })?;
+        w.write_all(if written == 0 { b"]\n" } else { b"\n]\n" })?;
         w.flush()?;
     }
     output.commit()

@@ -127,7 +127,7 @@ async fn download(
 }
 
 /// A reqwest error as a message naming the source, without the URL.
-fn describe(source: &str, e: reqwest::Error) -> String {
+pub(crate) fn describe(source: &str, e: reqwest::Error) -> String {
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -151,7 +151,7 @@ fn describe(source: &str, e: reqwest::Error) -> String {
 /// A JSON value that keeps object keys in document order (serde_json's own `Value` sorts
 /// them unless the `preserve_order` feature is on, which would change every crate's JSON).
 #[derive(Debug)]
-enum OrderedJson {
+pub(crate) enum OrderedJson {
     Null,
     Bool(bool),
     Number(serde_json::Number),
@@ -245,7 +245,7 @@ impl OrderedJson {
             })
     }
 
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             OrderedJson::Null => "null",
             OrderedJson::Bool(_) => "a boolean",
@@ -256,7 +256,7 @@ impl OrderedJson {
         }
     }
 
-    fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         match self {
             OrderedJson::Null => Value::Null,
             OrderedJson::Bool(b) => Value::Bool(*b),

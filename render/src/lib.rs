@@ -70,13 +70,15 @@ mod pdf;
 mod profile;
 mod progress;
 mod sources;
+mod stream;
 mod text;
 
 pub use activity::{ActivityData, render_activity};
 pub use client::{FetchClient, MAX_REDIRECTS, RedirectRefusal};
-pub use dataset::render_dataset;
+pub use dataset::{render_dataset, render_streamed_dataset};
 pub use error::{ConfigError, RenderError};
 pub use fetch::{Dataset, fetch_dataset};
 pub use profile::{ProfileData, render_profile};
 pub use progress::Progress;
 pub use sources::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT, DataSource, DataSources};
+pub use stream::{StreamedDataset, download_dataset};

@@ -462,8 +462,10 @@ class Pipeline:
         base.update(a.extra_env)
         api_env = dict(base, QUIRE_LISTEN=f"127.0.0.1:{api_port}",
                        QUIRE_JWT_SECRET=secrets.token_hex(32), QUIRE_BCRYPT_COST="4",
-                       # A benchmark user makes thousands of reports: no per-user quota.
-                       QUIRE_QUOTA_UNFINISHED="0", QUIRE_QUOTA_PER_HOUR="0")
+                       # Benchmark users make thousands of reports, and sign up from one
+                       # address: no per-user quota, no sign-up limit per address.
+                       QUIRE_QUOTA_UNFINISHED="0", QUIRE_QUOTA_PER_HOUR="0",
+                       QUIRE_SIGNUP_PER_ADDRESS_PER_HOUR="0")
         api_env.update(a.extra_env)
         self.passed_env = {k: base[k] for k in sorted(base)
                            if k.startswith(("QUIRE_", "AWS_")) or k == "RUST_LOG"}

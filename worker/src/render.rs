@@ -105,7 +105,7 @@ impl RenderJob {
         let job = tokio::select! {
             biased;
             () = stop.cancelled() => return Err(RenderError::Cancelled.into()),
-            job = prepare(&*store, &http, &sources, &report, &progress) => job?,
+            job = prepare(&*store, &http, &sources, &report, &dir, &progress) => job?,
         };
         // The blocking part is not dropped but stopped (the progress checks) and awaited,
         // so the CPU is free once this returns.
@@ -124,6 +124,7 @@ async fn prepare(
     http: &FetchClient,
     sources: &DataSources,
     report: &Report,
+    dir: &std::path::Path,
     progress: &Progress,
 ) -> Result<BlockingRender, RenderFailure> {
     let parameters = ReportParameters::parse(report.report_type, &report.parameters)
@@ -161,9 +162,11 @@ async fn prepare(
             })
         }
         ReportParameters::Dataset(p) => {
-            let data = quire_render::fetch_dataset(http, sources, &p, progress).await?;
+            // The body goes to the scratch directory and is read row by row: a million rows
+            // cost disk, not memory.
+            let data = quire_render::download_dataset(http, sources, &p, dir, progress).await?;
             Box::new(move |out, progress| {
-                quire_render::render_dataset(&data, format, out, progress)
+                quire_render::render_streamed_dataset(&data, format, out, progress)
             })
         }
     };

@@ -1,5 +1,6 @@
 //! The receive loop, [`Worker::run`]: long-polls the work queue for as many messages as
-//! there are free slots (a semaphore of `concurrency` permits), hands each to
+//! there are free slots (a semaphore of `concurrency` permits; under a backlog it waits up
+//! to 50 ms for more slots first, so one receive feeds several), hands each to
 //! [`Worker::process`] on a task of its own, and backs off while receiving fails.
 //!
 //! On shutdown it stops receiving, hands back at once whatever an interrupted receive
@@ -16,6 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
 
+/// Most messages one receive asks for (SQS's batch limit).
+const MAX_RECEIVE: usize = 10;
+/// Under a backlog, how long a receive waits for more slots to free up before it asks for
+/// what it has.
+const GATHER: Duration = Duration::from_millis(50);
+
 impl Worker {
     /// Receives and processes messages until `shutdown` fires, at most `concurrency` at once.
     ///
@@ -29,13 +36,35 @@ impl Worker {
         tracing::info!(worker_id = %self.config.worker_id, concurrency = self.config.concurrency, "worker started");
         let mut failures = 0u32;
         let mut interrupted = None;
+        // The last receive got all it asked for: there is a backlog.
+        let mut backlog = false;
+        let batch = self.config.concurrency.clamp(1, MAX_RECEIVE);
         loop {
-            let permit = tokio::select! {
+            let mut permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
-            // Take as many messages as there are free slots (the one we hold included).
-            let free = 1 + slots.available_permits();
+            // With a backlog, wait a moment for more slots to free up, so one receive brings
+            // work for several (on SQS every receive is a billed request).
+            if backlog && batch > 1 {
+                let more = u32::try_from(batch - 1).unwrap_or(u32::MAX);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    extra = tokio::time::timeout(GATHER, slots.clone().acquire_many_owned(more)) => {
+                        if let Ok(Ok(extra)) = extra {
+                            permit.merge(extra);
+                        }
+                    }
+                }
+            }
+            // Take as many messages as there are free slots (those we hold included).
+            let available = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+            if available > 0
+                && let Ok(extra) = slots.clone().try_acquire_many_owned(available)
+            {
+                permit.merge(extra);
+            }
+            let free = permit.num_permits();
             // Its own task: dropped mid-poll at shutdown, a receive could take messages that
             // nobody starts and that stay hidden for a whole visibility timeout.
             let mut receive = {
@@ -53,6 +82,7 @@ impl Worker {
             let deliveries = match received {
                 Ok(d) => {
                     failures = 0;
+                    backlog = !d.is_empty() && d.len() >= free;
                     d
                 }
                 Err(e) => {
@@ -65,15 +95,11 @@ impl Worker {
                     }
                 }
             };
-            let mut permit = Some(permit);
+            // One permit per delivery; those no delivery needed go back with `permit`.
             for delivery in deliveries {
-                let permit = match permit.take() {
-                    Some(p) => p,
-                    None => slots
-                        .clone()
-                        .try_acquire_owned()
-                        .expect("we received no more than the free slots"),
-                };
+                let permit = permit
+                    .split(1)
+                    .expect("we received no more than the slots we hold");
                 let worker = self.clone();
                 let hard_stop = hard_stop.clone();
                 tasks.spawn(async move {

@@ -4,8 +4,8 @@
 //! takes up to ten entries in one request, and on SQS every request is billed. A
 //! [`Batcher`] collects the calls that arrive together (concurrent `POST /reports`
 //! dispatching, workers acknowledging, heartbeats) and sends them as one request: a batch
-//! is flushed when it holds ten entries or [`LINGER`] after its first entry, whichever
-//! comes first, and the next batch starts collecting while the previous one is in flight.
+//! is flushed when it holds ten entries or a linger after its first entry ([`SEND_LINGER`]
+//! for sends, [`ACK_LINGER`] for deletes and visibility changes), whichever comes first, and the next batch starts collecting while the previous one is in flight.
 //! Every caller still gets the answer for its own entry: SQS reports success or failure per
 //! entry, and a failure of the whole request fails every entry in it.
 //!
@@ -21,8 +21,11 @@ use tokio::sync::{mpsc, oneshot};
 
 /// SQS's largest batch.
 pub const MAX_BATCH: usize = 10;
-/// How long the first entry of a batch waits for companions.
-pub const LINGER: Duration = Duration::from_millis(5);
+/// How long the first send of a batch waits for companions: a client waits for it.
+pub const SEND_LINGER: Duration = Duration::from_millis(5);
+/// How long the first delete or visibility change of a batch waits: the outcome is
+/// committed already, so only the message's invisibility lasts that much longer.
+pub const ACK_LINGER: Duration = Duration::from_millis(50);
 
 /// Why one entry failed.
 #[derive(Clone, Debug)]
@@ -49,7 +52,7 @@ pub struct Batcher<T> {
 impl<T: Send + 'static> Batcher<T> {
     /// Starts the collecting task on the current Tokio runtime; it ends when the batcher
     /// is dropped.
-    pub fn start<F, Fut>(flush: F) -> Self
+    pub fn start<F, Fut>(linger: Duration, flush: F) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<EntryResult>> + Send + 'static,
@@ -59,7 +62,7 @@ impl<T: Send + 'static> Batcher<T> {
         tokio::spawn(async move {
             while let Some(first) = incoming.recv().await {
                 let mut batch = vec![first];
-                let linger = tokio::time::sleep(LINGER);
+                let linger = tokio::time::sleep(linger);
                 tokio::pin!(linger);
                 while batch.len() < MAX_BATCH {
                     tokio::select! {
@@ -119,7 +122,7 @@ mod tests {
     async fn concurrent_entries_share_batches_of_at_most_ten_and_get_their_own_results() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = sizes.clone();
-        let batcher = Arc::new(Batcher::start(move |entries: Vec<u32>| {
+        let batcher = Arc::new(Batcher::start(SEND_LINGER, move |entries: Vec<u32>| {
             seen.lock().unwrap().push(entries.len());
             async move {
                 entries
@@ -160,7 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lone_entry_is_flushed_after_the_linger() {
-        let batcher = Batcher::start(|entries: Vec<()>| async move {
+        let batcher = Batcher::start(ACK_LINGER, |entries: Vec<()>| async move {
             entries.into_iter().map(|()| Ok(())).collect()
         });
         let started = tokio::time::Instant::now();

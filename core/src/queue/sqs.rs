@@ -56,7 +56,7 @@ use aws_sdk_sqs::types::{
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use super::batch::{Batcher, EntryError, EntryResult};
+use super::batch::{ACK_LINGER, Batcher, EntryError, EntryResult, SEND_LINGER};
 use super::{Delivery, Receipt, WorkQueue};
 use crate::{Error, Result};
 
@@ -239,15 +239,15 @@ impl SqsQueue {
     fn batches(&self) -> &Batches {
         self.batches.get_or_init(|| {
             let (client, url) = (self.client.clone(), self.queue_url.clone());
-            let send = Batcher::start(move |entries: Vec<(String, i32)>| {
+            let send = Batcher::start(SEND_LINGER, move |entries: Vec<(String, i32)>| {
                 send_batch(client.clone(), url.clone(), entries)
             });
             let (client, url) = (self.client.clone(), self.queue_url.clone());
-            let delete = Batcher::start(move |entries: Vec<String>| {
+            let delete = Batcher::start(ACK_LINGER, move |entries: Vec<String>| {
                 delete_batch(client.clone(), url.clone(), entries)
             });
             let (client, url) = (self.client.clone(), self.queue_url.clone());
-            let visibility = Batcher::start(move |entries: Vec<(String, i32)>| {
+            let visibility = Batcher::start(ACK_LINGER, move |entries: Vec<(String, i32)>| {
                 visibility_batch(client.clone(), url.clone(), entries)
             });
             Batches {
