@@ -9,7 +9,7 @@
 //! The sign-up limit per address is off: the flood stands for many addresses.
 //!
 //! ```sh
-//! cargo bench --profile dev -p quire-api --bench signup_flood
+//! cargo bench --profile dev --workspace --bench signup_flood
 //! ```
 
 use std::collections::BTreeMap;

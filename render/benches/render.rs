@@ -10,7 +10,7 @@
 //! 3. a 10,000-row dataset PDF (8 columns): time and pages.
 //!
 //! ```sh
-//! cargo bench --profile dev -p quire-render --bench render
+//! cargo bench --profile dev --workspace --bench render
 //! ```
 
 #![allow(clippy::unwrap_used)]

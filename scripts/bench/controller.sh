@@ -10,4 +10,4 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
   pg_start_throwaway
   trap pg_stop_throwaway EXIT
 fi
-cargo bench --profile dev -p quire-controller --bench reconcile_10k "$@"
+cargo bench --profile dev --workspace --bench reconcile_10k "$@"

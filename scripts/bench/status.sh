@@ -9,4 +9,4 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
   pg_start_throwaway
   trap pg_stop_throwaway EXIT
 fi
-cargo bench --profile dev -p quire-api --bench status_read "$@"
+cargo bench --profile dev --workspace --bench status_read "$@"

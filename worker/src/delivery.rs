@@ -405,7 +405,18 @@ impl Worker {
         {
             return self.lease_lost(attempt).await;
         }
-        self.queue.ack(attempt.receipt()).await?;
+        // The outcome is committed: the delete may wait to share a batch with other
+        // deletes without holding this render slot. If it fails, the message reappears
+        // after its visibility timeout and is acknowledged as a duplicate.
+        let (queue, receipt) = (self.queue.clone(), attempt.receipt().clone());
+        self.acks.spawn(
+            async move {
+                if let Err(e) = queue.ack(&receipt).await {
+                    tracing::warn!(error = %e, "deleting the message of a completed report failed; it will be acknowledged when it comes back");
+                }
+            }
+            .in_current_span(),
+        );
         tracing::info!(size = stored.size, "report completed");
         Ok(Outcome::Completed)
     }

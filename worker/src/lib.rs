@@ -17,7 +17,8 @@
 //! Invariants:
 //! - The message is only a pointer: ownership, type, format and parameters come from the
 //!   report row, never from the message body.
-//! - A message is deleted only after the outcome is committed to the record store.
+//! - A message is deleted only after the outcome is committed to the record store (for a
+//!   completed report, in the background: the delete shares a batch without holding a slot).
 //! - Every state change goes through the store's conditional updates under this worker's
 //!   lease, so duplicate deliveries, lease expiry and cancellation race safely.
 
@@ -105,6 +106,8 @@ pub struct Worker {
     http: FetchClient,
     config: WorkerConfig,
     metrics: WorkerMetrics,
+    /// Deletes of completed reports' messages still in flight; awaited at shutdown.
+    acks: tokio_util::task::TaskTracker,
 }
 
 impl Worker {
@@ -125,6 +128,7 @@ impl Worker {
             http,
             config,
             metrics: WorkerMetrics::default(),
+            acks: tokio_util::task::TaskTracker::new(),
         }
     }
 

@@ -22,6 +22,8 @@ const MAX_RECEIVE: usize = 10;
 /// Under a backlog, how long a receive waits for more slots to free up before it asks for
 /// what it has.
 const GATHER: Duration = Duration::from_millis(50);
+/// How long a stopping worker waits for its last deletes.
+const ACKS_GRACE: Duration = Duration::from_secs(10);
 
 impl Worker {
     /// Receives and processes messages until `shutdown` fires, at most `concurrency` at once.
@@ -128,6 +130,16 @@ impl Worker {
             );
             hard_stop.cancel();
             while tasks.join_next().await.is_some() {}
+        }
+        // Deletes of completed reports' messages still on their way.
+        self.acks.close();
+        if tokio::time::timeout(ACKS_GRACE, self.acks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "some deletes did not finish; those messages come back and are acknowledged as duplicates"
+            );
         }
         tracing::info!("worker stopped");
     }
