@@ -7,7 +7,7 @@
 //! ratio. Run with:
 //!
 //! ```sh
-//! cargo bench -p quire-api --bench signin_burst
+//! cargo bench --profile dev --workspace --bench signin_burst
 //! ```
 //!
 //! A healthy result keeps the p50 ratio in the low single digits; an inline bcrypt call on

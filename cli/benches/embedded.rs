@@ -35,6 +35,9 @@ async fn main() {
         concurrency: cores,
         shutdown_grace: 5,
         retention: Default::default(),
+        // The pipeline's capacity, not one user's quota.
+        quota_unfinished: 0,
+        quota_per_hour: 0,
     })
     .await
     .unwrap();
@@ -57,8 +60,6 @@ async fn main() {
         .unwrap();
     let token = tokens["access_token"].as_str().unwrap().to_owned();
 
-    // One user's batch job: `quire dev` keeps the default quota (20 unfinished), so a
-    // refused request waits a moment and tries again, as a well-behaved client does.
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..CLIENTS)

@@ -43,6 +43,12 @@ pub struct DevArgs {
     /// QUIRE_RECORD_RETENTION, QUIRE_RETENTION_INTERVAL).
     #[command(flatten)]
     pub retention: quire_core::retention::RetentionArgs,
+    /// Unfinished reports a user may have at once (0: no limit).
+    #[arg(long, env = "QUIRE_QUOTA_UNFINISHED", default_value_t = 20)]
+    pub quota_unfinished: u32,
+    /// Reports a user may create per hour (0: no limit).
+    #[arg(long, env = "QUIRE_QUOTA_PER_HOUR", default_value_t = 500)]
+    pub quota_per_hour: u32,
 }
 
 /// A running `quire dev`: tests start one on port 0 and stop it with [`Dev::stop`].
@@ -128,8 +134,10 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
             rescue_every: Duration::from_secs(30),
         },
     ));
+    let mut config = ApiConfig::new(SecretString::from(jwt_secret));
+    (config.quota_unfinished, config.quota_per_hour) = (args.quota_unfinished, args.quota_per_hour);
     let state = AppState::new(
-        ApiConfig::new(SecretString::from(jwt_secret)),
+        config,
         store.clone(),
         orchestrator.clone(),
         storage.clone(),

@@ -17,6 +17,8 @@ fn args(data_dir: &std::path::Path) -> DevArgs {
         concurrency: 2,
         shutdown_grace: 5,
         retention: Default::default(),
+        quota_unfinished: 20,
+        quota_per_hour: 500,
     }
 }
 

@@ -11,3 +11,4 @@ mod fetch_guard;
 mod helpers;
 mod profile;
 mod samples;
+mod stream;
