@@ -1,6 +1,5 @@
 //! Fetching a dataset's rows from a configured data source.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -8,10 +7,10 @@ use quire_crds::DatasetParameters;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::client::{self, FetchClient};
+use crate::client::FetchClient;
 use crate::error::RenderError;
 use crate::progress::Progress;
-use crate::sources::{DataSource, DataSources};
+use crate::sources::DataSources;
 
 /// Rows fetched from a data source, ready to render.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,11 +29,13 @@ pub struct Dataset {
     pub truncated: bool,
 }
 
-/// Fetches the rows of `params.source`.
+/// Fetches the rows of `params.source` into memory.
 ///
-/// The whole exchange (connect, headers, body) is bounded by the source's timeout; the
-/// body is read chunk by chunk and abandoned as soon as it exceeds the source's size cap.
-/// Progress goes from 0 to 50: to 40 while the body arrives, to 50 as rows are extracted.
+/// The body is downloaded as [`crate::download_dataset`] does it (bounded by the source's
+/// timeout and size cap, into a temporary directory) and its kept rows are read into a
+/// [`Dataset`]. Progress goes from 0 to 50: to 40 while the body arrives, to 50 as rows are
+/// read. The worker streams instead ([`crate::render_streamed_dataset`]); this is for
+/// callers that want the rows at hand.
 ///
 /// The fetch goes through `client`, which refuses non-public addresses unless the source
 /// allows them and follows only same-origin redirects (see [`FetchClient`]).
@@ -46,84 +47,19 @@ pub async fn fetch_dataset(
     params: &DatasetParameters,
     progress: &Progress,
 ) -> Result<Dataset, RenderError> {
-    let source = sources
-        .get(&params.source)
-        .ok_or_else(|| RenderError::UnknownSource {
-            name: params.source.clone(),
-        })?;
-    let fetched_at = Utc::now();
-    let body = tokio::time::timeout(source.timeout(), download(client, source, progress))
-        .await
-        .map_err(|_| {
-            RenderError::Fetch(format!(
-                "data source `{}` did not answer within {} ms",
-                source.name(),
-                source.timeout().as_millis()
-            ))
-        })??;
-    progress.set(40);
-
-    let max_rows = match params.limit {
-        Some(limit) => source
-            .max_rows()
-            .min(usize::try_from(limit).unwrap_or(usize::MAX)),
-        None => source.max_rows(),
-    };
-    let columns = params.columns.as_deref().or(source.columns());
-    let (columns, rows, truncated) =
-        extract_rows(&body, source.rows_pointer(), columns, max_rows, progress)?;
+    let dir = tempfile::tempdir()?;
+    let body =
+        crate::stream::download_dataset(client, sources, params, dir.path(), progress).await?;
+    let data = body.load(&progress.phase(40, 50))?;
     progress.set(50);
     tracing::debug!(
-        source = source.name(),
-        rows = rows.len(),
-        columns = columns.len(),
-        truncated,
+        source = %data.source,
+        rows = data.rows.len(),
+        columns = data.columns.len(),
+        truncated = data.truncated,
         "fetched dataset"
     );
-    Ok(Dataset {
-        source: source.name().to_owned(),
-        title: Some(source.title().to_owned()),
-        fetched_at,
-        columns,
-        rows,
-        truncated,
-    })
-}
-
-/// Sends the request and reads the body, enforcing the size cap while streaming.
-async fn download(
-    client: &FetchClient,
-    source: &DataSource,
-    progress: &Progress,
-) -> Result<Vec<u8>, RenderError> {
-    let fetch_error = |e: reqwest::Error| {
-        client::refusal(source.name(), &e)
-            .unwrap_or_else(|| RenderError::Fetch(describe(source.name(), e)))
-    };
-    let mut response = client.get(source)?.send().await.map_err(fetch_error)?;
-
-    let status = response.status();
-    if !status.is_success() {
-        return Err(RenderError::UpstreamStatus(status.as_u16()));
-    }
-    let limit = source.max_bytes();
-    let declared = response.content_length();
-    if declared.is_some_and(|len| len > limit) {
-        return Err(RenderError::TooLarge { limit });
-    }
-
-    let phase = progress.phase(0, 40);
-    let expected = declared.unwrap_or(limit).max(1);
-    let mut body =
-        Vec::with_capacity(usize::try_from(declared.unwrap_or(0).min(limit)).unwrap_or(0));
-    while let Some(chunk) = response.chunk().await.map_err(fetch_error)? {
-        if body.len() as u64 + chunk.len() as u64 > limit {
-            return Err(RenderError::TooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-        phase.report(body.len() as u64, expected)?;
-    }
-    Ok(body)
+    Ok(data)
 }
 
 /// A reqwest error as a message naming the source, without the URL.
@@ -218,33 +154,6 @@ impl<'de> Visitor<'de> for OrderedJsonVisitor {
 }
 
 impl OrderedJson {
-    /// RFC 6901 lookup.
-    fn pointer(&self, pointer: &str) -> Option<&OrderedJson> {
-        if pointer.is_empty() {
-            return Some(self);
-        }
-        let rest = pointer.strip_prefix('/')?;
-        rest.split('/')
-            .map(|t| t.replace("~1", "/").replace("~0", "~"))
-            .try_fold(self, |node, token| {
-                match node {
-                    // The last entry wins for duplicate keys, as in serde_json.
-                    OrderedJson::Object(entries) => entries
-                        .iter()
-                        .rev()
-                        .find(|(k, _)| *k == token)
-                        .map(|(_, v)| v),
-                    OrderedJson::Array(items) => {
-                        if token.starts_with('+') || (token.len() > 1 && token.starts_with('0')) {
-                            return None;
-                        }
-                        items.get(token.parse::<usize>().ok()?)
-                    }
-                    _ => None,
-                }
-            })
-    }
-
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             OrderedJson::Null => "null",
@@ -270,178 +179,5 @@ impl OrderedJson {
                     .collect(),
             ),
         }
-    }
-}
-
-type Extracted = (Vec<String>, Vec<Vec<Value>>, bool);
-
-/// Finds the array of row objects in `body` and lays it out as `columns` (or every key,
-/// in first-seen order), keeping at most `max_rows` rows.
-fn extract_rows(
-    body: &[u8],
-    rows_pointer: Option<&str>,
-    columns: Option<&[String]>,
-    max_rows: usize,
-    progress: &Progress,
-) -> Result<Extracted, RenderError> {
-    let document: OrderedJson = serde_json::from_slice(body)
-        .map_err(|e| RenderError::BadData(format!("the response is not valid JSON ({e})")))?;
-    let found = match rows_pointer {
-        Some(pointer) => document.pointer(pointer).ok_or_else(|| {
-            RenderError::BadData(format!("the response has nothing at `{pointer}`"))
-        })?,
-        None => &document,
-    };
-    let OrderedJson::Array(all_rows) = found else {
-        return Err(RenderError::BadData(format!(
-            "expected an array of rows{}, found {}",
-            rows_pointer
-                .map(|p| format!(" at `{p}`"))
-                .unwrap_or_default(),
-            found.kind()
-        )));
-    };
-    let truncated = all_rows.len() > max_rows;
-    let kept = &all_rows[..all_rows.len().min(max_rows)];
-
-    let mut objects = Vec::with_capacity(kept.len());
-    for (index, row) in kept.iter().enumerate() {
-        match row {
-            OrderedJson::Object(entries) => objects.push(entries),
-            other => {
-                return Err(RenderError::BadData(format!(
-                    "row {} is {}, not an object",
-                    index + 1,
-                    other.kind()
-                )));
-            }
-        }
-    }
-
-    let columns: Vec<String> = match columns {
-        Some(columns) => columns.to_vec(),
-        None => {
-            let mut seen = HashSet::new();
-            let mut columns = Vec::new();
-            for entries in &objects {
-                for (key, _) in entries.iter() {
-                    if !seen.contains(key.as_str()) {
-                        seen.insert(key.as_str());
-                        columns.push(key.clone());
-                    }
-                }
-            }
-            columns
-        }
-    };
-
-    let phase = progress.phase(40, 50);
-    let mut rows = Vec::with_capacity(objects.len());
-    for (index, entries) in objects.iter().enumerate() {
-        // Later duplicates of a key win, as in serde_json.
-        let by_key: HashMap<&str, &OrderedJson> =
-            entries.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        rows.push(
-            columns
-                .iter()
-                .map(|c| by_key.get(c.as_str()).map_or(Value::Null, |v| v.to_value()))
-                .collect(),
-        );
-        if index % 256 == 0 {
-            phase.report(index as u64, objects.len() as u64)?;
-        }
-    }
-    Ok((columns, rows, truncated))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn extract(
-        body: &str,
-        pointer: Option<&str>,
-        columns: Option<&[String]>,
-        max: usize,
-    ) -> Result<Extracted, RenderError> {
-        extract_rows(body.as_bytes(), pointer, columns, max, &Progress::new())
-    }
-
-    #[test]
-    fn columns_are_the_union_of_keys_in_first_seen_order() {
-        let (columns, rows, truncated) = extract(
-            r#"[{"z": 1, "a": {"n": [1]}}, {"m": "x", "z": 2}]"#,
-            None,
-            None,
-            10,
-        )
-        .unwrap();
-        assert_eq!(columns, ["z", "a", "m"]);
-        assert_eq!(
-            rows,
-            vec![
-                vec![json!(1), json!({"n": [1]}), json!(null)],
-                vec![json!(2), json!(null), json!("x")]
-            ]
-        );
-        assert!(!truncated);
-    }
-
-    #[test]
-    fn rows_are_found_at_the_pointer_and_capped() {
-        let body = r#"{"meta": {}, "data": {"a/b": [{"x": 1}, {"x": 2}, {"x": 3}]}}"#;
-        let (columns, rows, truncated) = extract(body, Some("/data/a~1b"), None, 2).unwrap();
-        assert_eq!(columns, ["x"]);
-        assert_eq!(rows.len(), 2);
-        assert!(truncated);
-        let (_, _, truncated) = extract(body, Some("/data/a~1b"), None, 3).unwrap();
-        assert!(!truncated);
-    }
-
-    #[test]
-    fn requested_columns_pick_and_order_values() {
-        let columns = vec!["b".to_owned(), "missing".to_owned(), "a".to_owned()];
-        let (cols, rows, _) =
-            extract(r#"[{"a": 1, "b": 2, "c": 3}]"#, None, Some(&columns), 10).unwrap();
-        assert_eq!(cols, columns);
-        assert_eq!(rows, vec![vec![json!(2), json!(null), json!(1)]]);
-    }
-
-    #[test]
-    fn malformed_shapes_are_bad_data() {
-        for (body, pointer, needle) in [
-            ("not json", None, "not valid JSON"),
-            (
-                r#"{"a": 1}"#,
-                None,
-                "expected an array of rows, found an object",
-            ),
-            (r#"{"a": 1}"#, Some("/results"), "nothing at `/results`"),
-            (r#"[{"a": 1}, 5]"#, None, "row 2 is a number"),
-        ] {
-            let e = extract(body, pointer, None, 10).unwrap_err();
-            assert!(matches!(e, RenderError::BadData(_)), "{e:?}");
-            assert!(e.to_string().contains(needle), "{e}");
-        }
-    }
-
-    #[test]
-    fn empty_arrays_give_an_empty_dataset() {
-        let (columns, rows, truncated) = extract("[]", None, None, 10).unwrap();
-        assert!(columns.is_empty() && rows.is_empty() && !truncated);
-    }
-
-    #[test]
-    fn pointers_follow_rfc_6901() {
-        let doc: OrderedJson =
-            serde_json::from_str(r#"{"a": [10, {"~k": true}], "a": [1, {"~k": false}]}"#).unwrap();
-        assert!(matches!(
-            doc.pointer("/a/1/~0k"),
-            Some(OrderedJson::Bool(false))
-        ));
-        assert!(doc.pointer("/a/01").is_none());
-        assert!(doc.pointer("/a/9").is_none());
-        assert!(doc.pointer("a").is_none());
     }
 }

@@ -586,6 +586,27 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_array_is_an_empty_dataset() {
+        let (data, _dir) = dataset("[]", false, None, 10);
+        let (columns, rows, truncated) = read_all(&data).unwrap();
+        assert!(columns.is_empty() && rows.is_empty() && !truncated);
+    }
+
+    #[test]
+    fn pointers_index_arrays_and_unescape_tokens() {
+        let body = r#"{"a": [10, {"~k": [{"x": 1}], "b/c": [{"y": 2}]}]}"#;
+        let (data, _dir) = dataset(body, false, Some("/a/1/~0k"), 10);
+        assert_eq!(read_all(&data).unwrap().1, vec![vec![json!(1)]]);
+        let (data, _dir) = dataset(body, false, Some("/a/1/b~1c"), 10);
+        assert_eq!(read_all(&data).unwrap().1, vec![vec![json!(2)]]);
+        for missing in ["/a/01", "/a/9", "/a/1/none"] {
+            let (data, _dir) = dataset(body, false, Some(missing), 10);
+            let e = read_all(&data).unwrap_err();
+            assert!(e.to_string().contains("nothing at"), "{missing}: {e}");
+        }
+    }
+
+    #[test]
     fn a_cancel_stops_a_pass() {
         let body = format!("[{}]", vec![r#"{"a": 1}"#; 10_000].join(","));
         let (data, _dir) = dataset(&body, false, None, 100_000);
