@@ -137,36 +137,40 @@ impl Worker {
         }
     }
 
-    /// Reads the message and handles the report it points at, in a span naming the report.
+    /// Reads the message and handles the report it points at, in a span naming the report,
+    /// and counts the outcome under the report's type and format.
     async fn try_process(
         &self,
         delivery: &Delivery,
         hard_stop: &CancellationToken,
     ) -> quire_core::Result<Outcome> {
-        let message = match WorkMessage::from_body(&delivery.body) {
-            Ok(m) => m,
-            Err(reason) => {
-                let outcome = self.poison(&delivery.receipt, reason).await?;
-                self.metrics.processed(&ReportLabels::UNKNOWN, &outcome);
-                return Ok(outcome);
+        let (labels, outcome) = match WorkMessage::from_body(&delivery.body) {
+            Ok(message) => {
+                let span = tracing::info_span!("report", report_id = %message.report_id, attempt = tracing::field::Empty);
+                // The worker's spans join the trace of the request that created the report.
+                quire_core::telemetry::adopt_parent(&span, message.traceparent.as_deref());
+                self.claim_and_execute(&message, delivery, hard_stop)
+                    .instrument(span)
+                    .await?
             }
+            Err(reason) => (
+                ReportLabels::UNKNOWN,
+                self.poison(&delivery.receipt, reason).await?,
+            ),
         };
-        let span = tracing::info_span!("report", report_id = %message.report_id, attempt = tracing::field::Empty);
-        // The worker's spans join the trace of the request that created the report.
-        quire_core::telemetry::adopt_parent(&span, message.traceparent.as_deref());
-        self.claim_and_execute(&message, delivery, hard_stop)
-            .instrument(span)
-            .await
+        self.metrics.processed(&labels, &outcome);
+        Ok(outcome)
     }
 
     /// Claims the report under a fresh lease and executes it, unless it is gone, finished,
-    /// held by another worker or out of attempts.
+    /// held by another worker or out of attempts. Returns the outcome with the labels it is
+    /// counted under.
     async fn claim_and_execute(
         &self,
         message: &WorkMessage,
         delivery: &Delivery,
         hard_stop: &CancellationToken,
-    ) -> quire_core::Result<Outcome> {
+    ) -> quire_core::Result<(ReportLabels, Outcome)> {
         let receipt = &delivery.receipt;
         let now = Utc::now();
         let lease = Lease {
@@ -181,19 +185,15 @@ impl Worker {
             Claim::Claimed(report) => report,
             Claim::Missing => {
                 let reason = format!("report {} does not exist", message.report_id);
-                let outcome = self.poison(receipt, reason).await?;
-                self.metrics.processed(&ReportLabels::UNKNOWN, &outcome);
-                return Ok(outcome);
+                return Ok((ReportLabels::UNKNOWN, self.poison(receipt, reason).await?));
             }
             Claim::Finished(report) => {
                 let outcome = self.acknowledge_duplicate(&report, receipt).await?;
-                self.metrics.processed(&ReportLabels::of(&report), &outcome);
-                return Ok(outcome);
+                return Ok((ReportLabels::of(&report), outcome));
             }
             Claim::Leased(report) => {
                 let outcome = self.defer(&report, receipt, now).await?;
-                self.metrics.processed(&ReportLabels::of(&report), &outcome);
-                return Ok(outcome);
+                return Ok((ReportLabels::of(&report), outcome));
             }
         };
         self.metrics.attempt_started(&report);
@@ -207,16 +207,10 @@ impl Worker {
         if attempt.report.attempts > self.config.max_attempts as i32 {
             let error = GiveUp::Attempts(self.config.max_attempts)
                 .message(attempt.report.error_message.as_deref());
-            let outcome = self.give_up(&attempt, &error, true).await?;
-            self.metrics.processed(&labels, &outcome);
-            return Ok(outcome);
+            return Ok((labels, self.give_up(&attempt, &error, true).await?));
         }
-        let outcome = {
-            let _in_flight = self.metrics.in_flight();
-            self.execute(attempt, hard_stop).await?
-        };
-        self.metrics.processed(&labels, &outcome);
-        Ok(outcome)
+        let _in_flight = self.metrics.in_flight();
+        Ok((labels, self.execute(attempt, hard_stop).await?))
     }
 
     /// The report is already finished: a duplicate delivery, acknowledged and dropped.

@@ -291,7 +291,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
                 .fetch_one(pool)
                 .await?
         });
-        Ok(counts.usage())
+        Ok(usage_of(&counts))
     }
 
     #[tracing::instrument(skip_all)]
@@ -707,16 +707,11 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
 /// The counts of [`sql::USAGE`]: unfinished, last hour, the oldest of the last hour.
 type UsageRow = (i64, i64, Option<Timestamp>);
 
-trait UsageCounts {
-    fn usage(&self) -> Usage;
-}
-
-impl UsageCounts for UsageRow {
-    fn usage(&self) -> Usage {
-        Usage {
-            unfinished: u64::try_from(self.0).unwrap_or(0),
-            last_hour: u64::try_from(self.1).unwrap_or(0),
-        }
+/// The usage [`sql::USAGE`]'s counts give.
+fn usage_of(counts: &UsageRow) -> Usage {
+    Usage {
+        unfinished: u64::try_from(counts.0).unwrap_or(0),
+        last_hour: u64::try_from(counts.1).unwrap_or(0),
     }
 }
 
@@ -726,7 +721,7 @@ const UNFINISHED_RETRY_AFTER: std::time::Duration = std::time::Duration::from_se
 
 /// `Err` when `counts` leave no room in `quota` at `now`.
 fn check_quota(quota: Quota, counts: UsageRow, now: DateTime<Utc>) -> crate::Result<()> {
-    let usage = counts.usage();
+    let usage = usage_of(&counts);
     if let Some(allowed) = quota.unfinished
         && usage.unfinished >= u64::from(allowed)
     {
