@@ -26,7 +26,7 @@ pub use report_request::{ReportRequest, ReportRequestSpec, ReportRequestStatus};
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
         #[serde(rename_all = "lowercase")]
         pub enum $name { $($(#[$vmeta])* $variant),+ }
 

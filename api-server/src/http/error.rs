@@ -60,9 +60,14 @@ pub enum ApiError {
 }
 
 /// The JSON body of every error response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody<'a> {
+    /// A stable code for programs: the status's reason in snake case (`not_found`,
+    /// `unprocessable_entity`, `too_many_requests`, …).
+    #[schema(example = "not_found")]
     pub error: &'a str,
+    /// What went wrong, for people.
+    #[schema(example = "report not found")]
     pub message: &'a str,
 }
 
