@@ -12,8 +12,10 @@
 #   $QUIRE_TEST_LOCALSTACK_URL when set; otherwise installs it (localstack-core, from PyPI,
 #   no Docker) into a virtualenv under ~/.cache/quire and runs it on a free loopback port.
 # - Runs cargo fmt --check, clippy with warnings denied, the README's walk-throughs (against
-#   `quire dev`, and against LocalStack with the api-server and worker binaries) and every
-#   test in the workspace.
+#   `quire dev`, and against LocalStack with the api-server and worker binaries), the API's
+#   contract (scripts/api-contract.sh: OpenAPI validation, schemathesis, the docs page in
+#   headless Chromium; installs schemathesis from PyPI and Debian's chromium when missing)
+#   and every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,6 +73,10 @@ log "walk-through against LocalStack"
 # api-server and worker were built by `cargo test --no-run` above (their packages have
 # integration tests, so cargo builds their binaries with the same features).
 scripts/localstack-walkthrough.sh "$target_dir/debug"
+
+# ---- the API's contract: OpenAPI validation, schemathesis and the docs page in Chromium ---
+log "API contract against quire dev"
+scripts/api-contract.sh "$target_dir/debug/quire"
 
 # ---- the Helm chart, offline: lint, render, validate against the Kubernetes schemas ------
 source scripts/lib/chart.sh

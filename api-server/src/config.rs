@@ -79,6 +79,17 @@ pub struct Config {
     #[arg(long, env = "QUIRE_QUOTA_PER_HOUR", default_value_t = 500)]
     pub quota_per_hour: u32,
 
+    /// Longest a request may be held by `Prefer: wait=N` (e.g. `60s`, `2m`; 0 turns waiting
+    /// off).
+    #[arg(long, env = "QUIRE_MAX_WAIT", default_value = "60s",
+          value_parser = quire_core::duration::parse)]
+    pub max_wait: Duration,
+
+    /// The operator's data sources (TOML, the worker's file): the API lists their names,
+    /// titles and columns and refuses dataset reports naming any other.
+    #[arg(long, env = "QUIRE_DATA_SOURCES_FILE")]
+    pub data_sources_file: Option<std::path::PathBuf>,
+
     /// How long finished outputs and reports are kept, and how often that is enforced
     /// (QUIRE_OUTPUT_RETENTION, QUIRE_RECORD_RETENTION, QUIRE_RETENTION_INTERVAL).
     #[command(flatten)]
@@ -139,6 +150,8 @@ pub enum Orchestrator {
 pub enum Command {
     /// Apply database migrations and exit.
     Migrate,
+    /// Print the OpenAPI document (`GET /openapi.json`) and exit.
+    Openapi,
 }
 
 impl Config {
@@ -189,6 +202,11 @@ impl Config {
         config.signup_per_address_per_hour = self.signup_per_address_per_hour;
         config.quota_unfinished = self.quota_unfinished;
         config.quota_per_hour = self.quota_per_hour;
+        config.max_wait = self.max_wait;
+        if let Some(path) = &self.data_sources_file {
+            config.data_sources = quire_render::DataSources::from_file(path)
+                .with_context(|| format!("loading data sources from {}", path.display()))?;
+        }
         Ok(config)
     }
 

@@ -27,6 +27,10 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = telemetry::init("quire-api-server");
     let outcome = match config.command {
         Some(Command::Migrate) => migrate(&config).await,
+        Some(Command::Openapi) => {
+            println!("{}", quire_api::http::openapi_document().to_pretty_json()?);
+            Ok(())
+        }
         None => run(&config).await,
     };
     telemetry.shutdown();

@@ -11,6 +11,8 @@ use quire_core::orchestrator::Orchestrator;
 use quire_core::queue::WorkQueue;
 use quire_core::storage::{LocalStorage, OutputStorage};
 use quire_core::store::RecordStore;
+use quire_core::store::changes::ReportChanges;
+use quire_render::DataSources;
 use secrecy::SecretString;
 
 use crate::auth::password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST};
@@ -60,6 +62,11 @@ pub struct ApiConfig {
     pub quota_unfinished: u32,
     /// Reports a user may create per hour; 0 is no limit.
     pub quota_per_hour: u32,
+    /// Longest a request may be held by `Prefer: wait=N`; zero turns waiting off.
+    pub max_wait: Duration,
+    /// The operator's data sources: listed at `GET /data-sources` (names, titles and
+    /// columns only), and a dataset report naming any other is refused.
+    pub data_sources: DataSources,
 }
 
 impl ApiConfig {
@@ -67,7 +74,8 @@ impl ApiConfig {
     /// 90 days, bcrypt cost 12, one concurrent hash per CPU with 8 per CPU waiting,
     /// 15-minute download links, 64 KiB bodies, 5 sign-ins per account and address and 20
     /// per address each minute, 20 sign-ups per address an hour, no trusted proxies,
-    /// 30-second request timeout, 20 unfinished reports and 500 an hour per user.
+    /// 30-second request timeout, 20 unfinished reports and 500 an hour per user, requests
+    /// held by `Prefer: wait` up to 60 seconds, no data sources.
     pub fn new(jwt_secret: SecretString) -> Self {
         Self {
             jwt_secret,
@@ -88,6 +96,8 @@ impl ApiConfig {
             request_timeout: Duration::from_secs(30),
             quota_unfinished: 20,
             quota_per_hour: 500,
+            max_wait: Duration::from_secs(60),
+            data_sources: DataSources::empty(),
         }
     }
 
@@ -121,6 +131,7 @@ struct Inner {
     queue_metrics: QueueMetrics,
     retention_metrics: RetentionMetrics,
     exposition: Exposition,
+    report_changes: ReportChanges,
 }
 
 impl AppState {
@@ -169,7 +180,6 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 config,
-                store,
                 orchestrator,
                 storage,
                 queue,
@@ -181,6 +191,8 @@ impl AppState {
                 queue_metrics,
                 retention_metrics,
                 exposition: Exposition::new(registry),
+                report_changes: ReportChanges::new(store.change_feed()),
+                store,
             }),
         }
     }
@@ -240,5 +252,10 @@ impl AppState {
     /// (`quire dev` adds its worker's).
     pub fn exposition(&self) -> &Exposition {
         &self.inner.exposition
+    }
+
+    /// Wake-ups when a report changes, for requests held by `Prefer: wait`.
+    pub fn report_changes(&self) -> &ReportChanges {
+        &self.inner.report_changes
     }
 }

@@ -38,6 +38,7 @@ async fn main() {
         // The pipeline's capacity, not one user's quota.
         quota_unfinished: 0,
         quota_per_hour: 0,
+        max_wait: std::time::Duration::from_secs(60),
     })
     .await
     .unwrap();

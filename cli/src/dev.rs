@@ -49,6 +49,10 @@ pub struct DevArgs {
     /// Reports a user may create per hour (0: no limit).
     #[arg(long, env = "QUIRE_QUOTA_PER_HOUR", default_value_t = 500)]
     pub quota_per_hour: u32,
+    /// Longest a request may be held by `Prefer: wait=N` (0 turns waiting off).
+    #[arg(long, env = "QUIRE_MAX_WAIT", default_value = "60s",
+          value_parser = quire_core::duration::parse)]
+    pub max_wait: Duration,
 }
 
 /// A running `quire dev`: tests start one on port 0 and stop it with [`Dev::stop`].
@@ -136,6 +140,8 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
     ));
     let mut config = ApiConfig::new(SecretString::from(jwt_secret));
     (config.quota_unfinished, config.quota_per_hour) = (args.quota_unfinished, args.quota_per_hour);
+    config.max_wait = args.max_wait;
+    config.data_sources = sources.clone();
     let state = AppState::new(
         config,
         store.clone(),

@@ -19,6 +19,7 @@ fn args(data_dir: &std::path::Path) -> DevArgs {
         retention: Default::default(),
         quota_unfinished: 20,
         quota_per_hour: 500,
+        max_wait: Duration::from_secs(60),
     }
 }
 

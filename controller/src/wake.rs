@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
 /// The channel the trigger notifies on.
-pub const CHANNEL: &str = "quire_report_changed";
+pub const CHANNEL: &str = quire_core::store::changes::CHANNEL;
 
 /// A connection listening on [`CHANNEL`].
 pub async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {

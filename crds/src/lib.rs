@@ -18,6 +18,7 @@ pub mod report_request;
 pub use message::{WORK_MESSAGE_VERSION, WorkMessage};
 pub use parameters::{
     ActivityParameters, DatasetParameters, ParameterError, ProfileParameters, ReportParameters,
+    parameters_schema,
 };
 pub use report_request::{ReportRequest, ReportRequestSpec, ReportRequestStatus};
 

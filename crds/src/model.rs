@@ -8,7 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// A registered user. The password hash never leaves the store through this type.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
@@ -306,7 +306,7 @@ pub struct Quota {
 }
 
 /// What a user holds against their [`Quota`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Reports `pending`, `queued` or `running` now.
     pub unfinished: u64,

@@ -24,6 +24,7 @@ pub struct ProfileParameters {}
 pub struct ActivityParameters {
     /// How many days back the history and the per-day chart reach (1–366, default 30).
     #[serde(default = "ActivityParameters::default_days")]
+    #[schemars(range(min = 1, max = 366))]
     pub days: u32,
 }
 
@@ -45,13 +46,15 @@ impl Default for ActivityParameters {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetParameters {
-    /// Name of an operator-configured data source. Never a URL.
+    /// Name of an operator-configured data source (`GET /data-sources`). Never a URL.
+    #[schemars(length(min = 1, max = 64))]
     pub source: String,
     /// Only these columns, in this order (default: every column of the source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub columns: Option<Vec<String>>,
     /// At most this many rows (default and ceiling: the source's row cap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000_000))]
     pub limit: Option<u32>,
 }
 
@@ -69,6 +72,18 @@ pub enum ReportParameters {
 pub struct ParameterError {
     pub report_type: ReportType,
     pub reason: String,
+}
+
+/// The JSON Schema of `report_type`'s parameters, generated from the types that validate
+/// them (so it cannot drift from what [`ReportParameters::parse`] accepts, bar the range
+/// checks it states in descriptions).
+pub fn parameters_schema(report_type: ReportType) -> Value {
+    let schema = match report_type {
+        ReportType::Profile => schemars::schema_for!(ProfileParameters),
+        ReportType::Activity => schemars::schema_for!(ActivityParameters),
+        ReportType::Dataset => schemars::schema_for!(DatasetParameters),
+    };
+    schema.to_value()
 }
 
 impl ReportParameters {

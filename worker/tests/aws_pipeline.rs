@@ -227,6 +227,8 @@ impl Pipeline {
         // The API server as `api-server` runs it, with the built-in dispatcher and sweep.
         let mut config = ApiConfig::new(SecretString::from("pipeline-secret-pipeline-secret!!"));
         config.bcrypt_cost = 4;
+        // The API knows the worker's sources: it refuses dataset reports naming others.
+        config.data_sources = quire_render::DataSources::from_file(&sources_file).unwrap();
         configure(&mut config);
         let records: Arc<dyn RecordStore> = store.clone();
         let dispatcher = Arc::new(QueueDispatcher::new(records.clone(), queue.clone()));

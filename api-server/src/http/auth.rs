@@ -3,32 +3,32 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use chrono::{DateTime, Utc};
 use quire_core::model::{NewUser, RefreshToken, User};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::client::ClientAddr;
-use super::error::{ApiError, Json};
+use super::error::{ApiError, ErrorBody, Json};
 use crate::auth::credentials::{EmailError, check_email, check_password, normalize_email};
 use crate::auth::password::{HashError, Priority};
 use crate::auth::tokens;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/signup", post(signup))
-        .route("/auth/signin", post(signin))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/signout", post(signout))
-        .route("/auth/signout-all", post(signout_all))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(signin))
+        .routes(routes!(refresh))
+        .routes(routes!(signout))
+        .routes(routes!(signout_all))
 }
 
 /// The signed-in user, from `Authorization: Bearer <access token>`. Extracting it answers
@@ -95,28 +95,53 @@ fn hash_failed(error: HashError) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
+/// An email and a password.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Credentials {
+    #[schema(example = "ada@example.com")]
     email: String,
+    /// At least 12 characters (sign-up).
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
 }
 
-#[derive(Deserialize)]
+/// A refresh token from sign-in or an earlier refresh.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RefreshRequest {
+    #[schema(value_type = String, format = Password)]
     refresh_token: SecretString,
 }
 
-#[derive(Serialize)]
+/// A short-lived access token (a JWT, for `Authorization: Bearer`) and a refresh token.
+#[derive(Serialize, utoipa::ToSchema)]
 struct TokenPair {
     access_token: String,
+    /// Single use: each refresh returns a new one. Presenting a spent one revokes the
+    /// whole sign-in.
     refresh_token: String,
+    #[schema(example = "Bearer")]
     token_type: &'static str,
+    /// Seconds the access token lasts.
     expires_in: u64,
 }
 
 const INVALID_CREDENTIALS: &str = "invalid email or password";
 const INVALID_REFRESH_TOKEN: &str = "the refresh token is invalid, expired or revoked";
 
+/// Create an account
+#[utoipa::path(
+    post,
+    path = "/auth/signup",
+    tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "The account", body = User),
+        (status = 409, description = "The email is already registered", body = ErrorBody),
+        (status = 422, description = "An invalid email or a weak password", body = ErrorBody),
+        (status = 429, description = "Too many sign-ups from this address", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 async fn signup(
     State(state): State<AppState>,
@@ -163,6 +188,21 @@ async fn signup(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+/// Sign in
+///
+/// Trades an email and password for an access token and a refresh token.
+#[utoipa::path(
+    post,
+    path = "/auth/signin",
+    tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Signed in", body = TokenPair),
+        (status = 401, description = "Invalid email or password", body = ErrorBody),
+        (status = 429, description = "Too many attempts for this account or address", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 async fn signin(
     State(state): State<AppState>,
@@ -225,8 +265,20 @@ async fn sign_in(
     Ok(no_store(Json(pair)))
 }
 
-/// Trades a refresh token for a new pair of the same family, spending it. Presenting a
-/// spent token means it was stolen or replayed: the whole family is revoked.
+/// Refresh tokens
+///
+/// Trades a refresh token for a new pair, spending it. Presenting a spent token means it
+/// was stolen or replayed: the whole sign-in is revoked.
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new pair", body = TokenPair),
+        (status = 401, description = "The refresh token is invalid, expired or revoked", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 async fn refresh(
     State(state): State<AppState>,
@@ -298,7 +350,17 @@ async fn exchange(
     Ok(no_store(Json(pair)))
 }
 
-/// Revokes the presented token's family. Idempotent: an unknown token is already signed out.
+/// Sign out
+///
+/// Revokes the presented refresh token's sign-in. Idempotent: an unknown token is already
+/// signed out.
+#[utoipa::path(
+    post,
+    path = "/auth/signout",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses((status = 204, description = "Signed out")),
+)]
 #[tracing::instrument(skip_all)]
 async fn signout(
     State(state): State<AppState>,
@@ -316,8 +378,17 @@ async fn signout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Signs the caller out on every device: every refresh token is revoked and every access
-/// token issued so far stops working at once.
+/// Sign out everywhere
+///
+/// Every refresh token is revoked and every access token issued so far stops working at
+/// once.
+#[utoipa::path(
+    post,
+    path = "/auth/signout-all",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Signed out on every device")),
+)]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 async fn signout_all(
     State(state): State<AppState>,

@@ -1,32 +1,71 @@
-//! Liveness and readiness: `/ping` (kept from the original service), `/healthz` (the
-//! process answers) and `/readyz` (its dependencies answer too).
+//! Liveness, readiness and metrics: `/ping`, `/healthz`, `/readyz`, `/metrics`. No token:
+//! probes and scrapers call them (deny `/metrics` at the ingress if it must stay inside).
 
-use axum::Router;
 use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use quire_core::health::Dependencies;
-use serde_json::json;
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ping", get(ping))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ping))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
-async fn ping() -> Response {
-    axum::Json(json!({ "message": "pong" })).into_response()
+/// `{"message": "pong"}`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Pong {
+    #[schema(example = "pong")]
+    message: &'static str,
 }
 
-async fn healthz() -> Response {
-    axum::Json(json!({ "status": "ok" })).into_response()
+/// `{"status": "ok"}`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Alive {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-/// 200 when the database, the work queue and output storage all answer, 503 naming the
-/// ones that do not (see [`quire_core::health`]).
+/// Readiness: `ready` when every dependency answers.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // documents the shape `quire_core::health::Readiness` serialises to
+struct ReadinessBody {
+    /// `ready` or `unavailable`.
+    #[schema(example = "ready")]
+    status: String,
+    /// Per dependency (`database`, `queue`, `storage`): `ok`, or `unavailable: <reason>`.
+    checks: std::collections::BTreeMap<String, String>,
+}
+
+/// Answer if up
+#[utoipa::path(get, path = "/ping", tag = "health",
+    responses((status = 200, description = "The process answers", body = Pong)))]
+async fn ping() -> axum::Json<Pong> {
+    axum::Json(Pong { message: "pong" })
+}
+
+/// Liveness
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is alive", body = Alive)))]
+async fn healthz() -> axum::Json<Alive> {
+    axum::Json(Alive { status: "ok" })
+}
+
+/// Readiness
+///
+/// Checks the database, the queue and output storage, each bounded in time.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Every dependency answers", body = ReadinessBody),
+        (status = 503, description = "A dependency does not answer", body = ReadinessBody),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Response {
     Dependencies {
         store: state.store().clone(),
@@ -36,4 +75,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
     .readiness()
     .await
     .into_response()
+}
+
+/// Prometheus metrics
+///
+/// OpenMetrics text: requests, sign-ins, reports, quotas, queue depth, retention (and, in
+/// `quire dev`, the worker's).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "OpenMetrics text",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, quire_core::metrics::CONTENT_TYPE)],
+        state.exposition().encode(),
+    )
+        .into_response()
 }

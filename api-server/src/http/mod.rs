@@ -17,34 +17,50 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
 
 pub mod auth;
+pub mod catalogue;
 pub mod client;
 pub mod error;
 pub mod files;
 pub mod health;
 pub mod me;
 pub mod metrics;
+pub mod openapi;
+pub mod prefer;
 pub mod reports;
 
 pub use auth::AuthUser;
 pub use error::{ApiError, Json};
 
+/// Every documented route, and the OpenAPI document that describes them.
+pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut document) = OpenApiRouter::with_openapi(openapi::base())
+        .merge(auth::router())
+        .merge(reports::router())
+        .merge(catalogue::router())
+        .merge(me::router())
+        .merge(health::router())
+        .split_for_parts();
+    openapi::complete(&mut document);
+    (router, document)
+}
+
+/// The API's OpenAPI document, as `GET /openapi.json` serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    documented().1
+}
+
 /// The whole API: every route with its layers. Serve it with [`serve`] so handlers see the
 /// client's address.
 pub fn app(state: AppState) -> Router {
-    let config = state.config();
-    let (body_limit, timeout) = (config.body_limit, config.request_timeout);
-    let mut router = Router::new()
-        .merge(health::router())
-        .merge(auth::router())
-        .merge(reports::router())
-        .merge(me::router())
-        .merge(state.exposition().router());
+    let body_limit = state.config().body_limit;
+    let (mut router, document) = documented();
+    router = router.merge(openapi::docs(document));
     if state.local_files().is_some() {
         router = router.merge(files::router());
     }
@@ -53,9 +69,10 @@ pub fn app(state: AppState) -> Router {
         .with_state(state.clone())
         // Layers wrap what is above them: the last one added sees the request first.
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
+        // The request timeout, lengthened for requests held by `Prefer: wait`.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            prefer::timeout,
         ))
         .layer(CatchPanicLayer::custom(|_| {
             // The panic message is logged by the panic hook; it is not for the client.

@@ -3,11 +3,9 @@
 //! Every route requires a signed-in user and only ever shows that user's reports: another
 //! user's report answers 404, exactly like one that does not exist.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
@@ -17,6 +15,8 @@ use quire_core::{ReportFormat, ReportStatus, ReportType};
 use quire_crds::UnknownVariant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 mod view;
@@ -25,7 +25,8 @@ pub use view::ReportView;
 use view::{download_link, view};
 
 use super::auth::AuthUser;
-use super::error::{ApiError, Json, Path, Query};
+use super::error::{ApiError, ErrorBody, Json, Path, Query};
+use super::prefer;
 use crate::state::AppState;
 
 /// Page size when the client does not ask for one.
@@ -38,28 +39,36 @@ const CONCURRENT_SIGNINGS: usize = 8;
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/reports", get(list_reports).post(create_report))
-        .route("/reports/{id}", get(get_report))
-        .route("/reports/{id}/cancel", post(cancel_report))
-        .route("/reports/{id}/download", get(download_report))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_reports, create_report))
+        .routes(routes!(get_report))
+        .routes(routes!(cancel_report))
+        .routes(routes!(download_report))
 }
 
 /// One page of `GET /reports`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReportPage {
     pub items: Vec<ReportView>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A report to make.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateReport {
+    /// One of the types `GET /report-types` lists.
+    #[schema(value_type = ReportType)]
     report_type: String,
+    /// One of the formats `GET /report-types` lists for that type.
+    #[schema(value_type = ReportFormat)]
     format: String,
+    /// The type's parameters, as its `parameters_schema` in `GET /report-types` describes
+    /// (`null` or absent: the defaults).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     parameters: Value,
 }
 
@@ -89,12 +98,43 @@ impl CreateReport {
     }
 }
 
-/// `POST /reports`: stores the report and hands it to the [`Orchestrator`]: 202 once it
-/// accepted it (`queued`, or `pending` while the queue is slow or down: the built-in
-/// orchestrator's sweep sends it later); 503 when it could not, and then nothing was
-/// created (cluster mode, the Kubernetes API unreachable).
+/// Request a report
 ///
-/// [`Orchestrator`]: quire_core::orchestrator::Orchestrator
+/// Stores the report and hands it to a worker: 202 once accepted (`queued`, or `pending`
+/// while the queue is slow or down: it is sent later), with its `Location`. With
+/// `Prefer: wait=N` the request is held until the report is finished (200) or N seconds
+/// have passed (202). 503 when it could not be accepted, and then nothing was created.
+#[utoipa::path(
+    post,
+    path = "/reports",
+    tag = "reports",
+    security(("bearer" = [])),
+    request_body = CreateReport,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1–255 visible ASCII characters. Repeating a request with the same key returns the same report instead of a new one (`Idempotent-Replayed: true`)."),
+        ("Prefer" = Option<String>, Header,
+            description = "`wait=N` (RFC 7240): hold the request up to N seconds (at most the server's maximum, 60 by default) until the report is finished."),
+    ),
+    responses(
+        (status = 200, description = "Finished within the `Prefer: wait` time", body = ReportView,
+            headers(
+                ("Location" = String, description = "The report's URL"),
+                ("Preference-Applied" = String, description = "`wait=N`, the wait applied"),
+                ("Idempotent-Replayed" = String, description = "`true` when an earlier request with this `Idempotency-Key` made the report"),
+            )),
+        (status = 202, description = "Accepted; follow it at `Location`", body = ReportView,
+            headers(
+                ("Location" = String, description = "The report's URL"),
+                ("Preference-Applied" = String, description = "`wait=N` when a wait was applied"),
+                ("Idempotent-Replayed" = String, description = "`true` when an earlier request with this `Idempotency-Key` made the report"),
+            )),
+        (status = 409, description = "The `Idempotency-Key` was used with a different request", body = ErrorBody),
+        (status = 422, description = "Unknown type, format or data source, or parameters that do not fit the type", body = ErrorBody),
+        (status = 429, description = "A quota is exhausted (the message names it)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until a report may be requested again"))),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 async fn create_report(
     State(state): State<AppState>,
@@ -103,9 +143,10 @@ async fn create_report(
     Json(body): Json<CreateReport>,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
-    let mut new_report = body
-        .into_new_report(user.user_id)?
-        .with_traceparent(quire_core::telemetry::traceparent());
+    let wait = prefer::requested_wait(&headers, state.config().max_wait);
+    let new_report = body.into_new_report(user.user_id)?;
+    check_source(&state, &new_report)?;
+    let mut new_report = new_report.with_traceparent(quire_core::telemetry::traceparent());
     if let Some(key) = idempotency_key {
         new_report = new_report.with_idempotency_key(key);
     }
@@ -145,12 +186,27 @@ async fn create_report(
     };
     let location =
         HeaderValue::try_from(format!("/reports/{}", report.id)).map_err(ApiError::internal)?;
+    let report = match wait {
+        Some(wait) if !report.status.is_terminal() => {
+            prefer::until_finished(&state, user.user_id, report.id, wait).await?
+        }
+        _ => report,
+    };
+    let status = if report.status.is_terminal() && wait.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     let mut response = (
-        StatusCode::ACCEPTED,
+        status,
         [(header::LOCATION, location)],
         Json(view(&state, report).await),
     )
         .into_response();
+    if let Some(wait) = wait {
+        let (name, value) = prefer::applied(wait);
+        response.headers_mut().insert(name, value);
+    }
     if replayed {
         response.headers_mut().insert(
             IDEMPOTENT_REPLAYED.clone(),
@@ -158,6 +214,30 @@ async fn create_report(
         );
     }
     Ok(response)
+}
+
+/// Refuses a dataset report whose source the operator has not configured: the worker
+/// could only fail it later.
+fn check_source(state: &AppState, report: &NewReport) -> Result<(), ApiError> {
+    if report.report_type != ReportType::Dataset {
+        return Ok(());
+    }
+    let Some(source) = report.parameters.get("source").and_then(Value::as_str) else {
+        return Ok(()); // `NewReport::new` already requires it
+    };
+    let sources = &state.config().data_sources;
+    if sources.get(source).is_some() {
+        return Ok(());
+    }
+    let known: Vec<&str> = sources.names().collect();
+    Err(ApiError::UnprocessableEntity(if known.is_empty() {
+        format!("unknown data source `{source}`: this server has no data sources configured")
+    } else {
+        format!(
+            "unknown data source `{source}`; expected one of: {} (see GET /data-sources)",
+            known.join(", ")
+        )
+    }))
 }
 
 /// The `Idempotency-Key` header, if any: 1–255 visible ASCII characters.
@@ -174,24 +254,68 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
+/// Show a report
+///
+/// Its status, progress and, once completed, a download link. With `Prefer: wait=N` the
+/// request is held until the report is finished or N seconds have passed.
+#[utoipa::path(
+    get,
+    path = "/reports/{id}",
+    tag = "reports",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The report's id"),
+        ("Prefer" = Option<String>, Header,
+            description = "`wait=N` (RFC 7240): hold the request up to N seconds (at most the server's maximum, 60 by default) until the report is finished."),
+    ),
+    responses(
+        (status = 200, description = "The report", body = ReportView,
+            headers(("Preference-Applied" = String, description = "`wait=N` when a wait was applied"))),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 async fn get_report(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> Result<Json<ReportView>, ApiError> {
-    let report = owned_report(&state, user, &id).await?;
-    Ok(Json(view(&state, report).await))
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(wait) = prefer::requested_wait(&headers, state.config().max_wait) else {
+        let report = owned_report(&state, user, &id).await?;
+        return Ok(Json(view(&state, report).await).into_response());
+    };
+    let id = parse_id(&id)?;
+    let report = prefer::until_finished(&state, user.user_id, id, wait).await?;
+    Ok(([prefer::applied(wait)], Json(view(&state, report).await)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only reports in this status.
+    #[param(value_type = Option<ReportStatus>)]
     status: Option<String>,
+    /// Page size, 1–100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-/// `GET /reports`: newest first, `limit` per page, `status` to filter, `cursor` to go on.
+/// List your reports
+///
+/// Newest first, `limit` per page, `status` to filter, `cursor` to go on.
+#[utoipa::path(
+    get,
+    path = "/reports",
+    tag = "reports",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of reports", body = ReportPage),
+        (status = 400, description = "A malformed `status`, `limit` or `cursor`", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 async fn list_reports(
     State(state): State<AppState>,
@@ -256,7 +380,20 @@ fn decode_cursor(cursor: &str) -> Option<Uuid> {
     Uuid::from_slice(&bytes).ok()
 }
 
-/// `POST /reports/{id}/cancel`: 200 with the cancelled report, 409 if it already finished.
+/// Cancel a report
+///
+/// 200 with the cancelled report; 409 if it already finished.
+#[utoipa::path(
+    post,
+    path = "/reports/{id}/cancel",
+    tag = "reports",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The report's id")),
+    responses(
+        (status = 200, description = "Cancelled", body = ReportView),
+        (status = 409, description = "Already finished", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 async fn cancel_report(
     State(state): State<AppState>,
@@ -281,7 +418,23 @@ async fn cancel_report(
     }
 }
 
-/// `GET /reports/{id}/download`: 302 to a fresh download link, 409 until completed.
+/// Download a report's file
+///
+/// 302 to a fresh download link (an S3 presigned URL, or a signed local link); 409 until
+/// the report is completed, 410 once its file was deleted by retention.
+#[utoipa::path(
+    get,
+    path = "/reports/{id}/download",
+    tag = "reports",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The report's id")),
+    responses(
+        (status = 302, description = "Redirect to the file",
+            headers(("Location" = String, description = "A download link, valid for the configured time"))),
+        (status = 409, description = "Not completed", body = ErrorBody),
+        (status = 410, description = "The file was deleted", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 async fn download_report(
     State(state): State<AppState>,

@@ -150,6 +150,11 @@ async fn spawn(
     config.signup_per_address_per_hour = 0;
     // Tests make many reports per user; `operability.rs` tests the quotas.
     (config.quota_unfinished, config.quota_per_hour) = (0, 0);
+    // Dataset reports name `games`; `catalogue.rs` tests other source lists.
+    config.data_sources = quire_render::DataSources::from_toml_str(
+        "[sources.games]\nurl = \"http://127.0.0.1:9/games\"\nallow_private = true\n",
+    )
+    .expect("a valid data source");
     configure(&mut config);
     let orchestrator = orchestrator.unwrap_or_else(|| {
         let dispatcher = Arc::new(QueueDispatcher::new(store.clone(), queue.clone()));

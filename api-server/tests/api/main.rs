@@ -7,12 +7,15 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod catalogue;
 mod cluster;
 mod downloads;
 mod health;
 mod helpers;
+mod openapi;
 mod operability;
 mod orchestrator;
+mod prefer_wait;
 mod reports;
 mod security;
 mod sqlite;

@@ -15,6 +15,7 @@ use crate::model::{
     ReportCounts, ReportFilter, StoredOutput, Usage, User, UserCredentials,
 };
 
+pub mod changes;
 pub mod pool;
 pub mod postgres;
 mod records;
@@ -31,6 +32,9 @@ pub use sqlite::SqliteStore;
 pub trait RecordStore: Send + Sync + 'static {
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> Result<()>;
+
+    /// Where changes to reports are announced (see [`changes`]).
+    fn change_feed(&self) -> changes::ChangeFeed;
 
     // ---- users -------------------------------------------------------------------------
 

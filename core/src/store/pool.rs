@@ -19,6 +19,14 @@ pub enum Pool<'a> {
 /// implemented by [`PgStore`](super::PgStore) and [`SqliteStore`](super::SqliteStore).
 pub trait SqlDatabase: sealed::Sealed + Send + Sync + 'static {
     fn sql_pool(&self) -> Pool<'_>;
+
+    /// Called after the store changed report `id` in a way its `ReportRequest` or a waiting
+    /// client sees (status, progress, attempts, output): Postgres needs nothing (its
+    /// `reports_changed` trigger notifies), SQLite tells the waiters in this process.
+    fn report_changed(&self, _id: uuid::Uuid) {}
+
+    /// Where this store's report changes can be heard.
+    fn change_feed(&self) -> super::changes::ChangeFeed;
 }
 
 pub(super) mod sealed {

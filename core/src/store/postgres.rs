@@ -102,4 +102,8 @@ impl pool::SqlDatabase for PgStore {
     fn sql_pool(&self) -> pool::Pool<'_> {
         pool::Pool::Postgres(&self.pool)
     }
+
+    fn change_feed(&self) -> super::changes::ChangeFeed {
+        super::changes::ChangeFeed::Postgres(self.pool.clone())
+    }
 }

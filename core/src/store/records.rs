@@ -34,6 +34,10 @@ macro_rules! insert_report_query {
 
 #[async_trait::async_trait]
 impl<S: SqlDatabase> crate::store::RecordStore for S {
+    fn change_feed(&self) -> crate::store::changes::ChangeFeed {
+        SqlDatabase::change_feed(self)
+    }
+
     #[tracing::instrument(skip_all)]
     async fn ping(&self) -> crate::Result<()> {
         on_pool!(self.sql_pool(), |pool| {
@@ -417,23 +421,30 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         id: Uuid,
         now: DateTime<Utc>,
     ) -> crate::Result<Cancelled> {
-        on_pool!(self.sql_pool(), |pool| {
-            let row: Option<rows::ReportRow> = sqlx::query_as(sql::CANCEL_REPORT)
-                .bind(id)
-                .bind(user_id)
-                .bind(rows::ts(now))
-                .fetch_optional(pool)
-                .await?;
-            if let Some(row) = row {
-                return Ok(Cancelled::Cancelled(row.into_report()?));
-            }
-            // The user's report can only have been finished (finished is final);
-            // another user's report reads exactly like a missing one.
-            Ok(match self.user_report(user_id, id).await? {
-                Some(report) => Cancelled::AlreadyFinished(report),
-                None => Cancelled::Missing,
+        let outcome = async {
+            on_pool!(self.sql_pool(), |pool| {
+                let row: Option<rows::ReportRow> = sqlx::query_as(sql::CANCEL_REPORT)
+                    .bind(id)
+                    .bind(user_id)
+                    .bind(rows::ts(now))
+                    .fetch_optional(pool)
+                    .await?;
+                if let Some(row) = row {
+                    return Ok(Cancelled::Cancelled(row.into_report()?));
+                }
+                // The user's report can only have been finished (finished is final);
+                // another user's report reads exactly like a missing one.
+                Ok(match self.user_report(user_id, id).await? {
+                    Some(report) => Cancelled::AlreadyFinished(report),
+                    None => Cancelled::Missing,
+                })
             })
-        })
+        }
+        .await;
+        if let Ok(Cancelled::Cancelled(_)) = &outcome {
+            self.report_changed(id);
+        }
+        outcome
     }
 
     #[tracing::instrument(skip_all, fields(report_id = %id))]
@@ -449,14 +460,21 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
 
     #[tracing::instrument(skip_all, fields(report_id = %id))]
     async fn mark_output_deleted(&self, id: Uuid, now: DateTime<Utc>) -> crate::Result<bool> {
-        on_pool!(self.sql_pool(), |pool| {
-            let done = sqlx::query(sql::MARK_OUTPUT_DELETED)
-                .bind(id)
-                .bind(rows::ts(now))
-                .execute(pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        let outcome = async {
+            on_pool!(self.sql_pool(), |pool| {
+                let done = sqlx::query(sql::MARK_OUTPUT_DELETED)
+                    .bind(id)
+                    .bind(rows::ts(now))
+                    .execute(pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        }
+        .await;
+        if let Ok(true) = &outcome {
+            self.report_changed(id);
+        }
+        outcome
     }
 
     /// Stamps `updated_at` with the current time: the trait passes no `now` here.
@@ -486,14 +504,21 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
 
     #[tracing::instrument(skip_all, fields(report_id = %id))]
     async fn mark_queued(&self, id: Uuid, now: DateTime<Utc>) -> crate::Result<Option<Report>> {
-        on_pool!(self.sql_pool(), |pool| {
-            let row: Option<rows::ReportRow> = sqlx::query_as(sql::MARK_QUEUED)
-                .bind(id)
-                .bind(rows::ts(now))
-                .fetch_optional(pool)
-                .await?;
-            row.map(rows::ReportRow::into_report).transpose()
-        })
+        let outcome = async {
+            on_pool!(self.sql_pool(), |pool| {
+                let row: Option<rows::ReportRow> = sqlx::query_as(sql::MARK_QUEUED)
+                    .bind(id)
+                    .bind(rows::ts(now))
+                    .fetch_optional(pool)
+                    .await?;
+                row.map(rows::ReportRow::into_report).transpose()
+            })
+        }
+        .await;
+        if let Ok(Some(_)) = &outcome {
+            self.report_changed(id);
+        }
+        outcome
     }
 
     #[tracing::instrument(skip_all)]
@@ -520,21 +545,28 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         give_up: Option<&str>,
         now: DateTime<Utc>,
     ) -> crate::Result<Option<Report>> {
-        on_pool!(self.sql_pool(), |pool| {
-            let query = match give_up {
-                None => sqlx::query_as(sql::RESCUE_REQUEUE),
-                Some(_) => sqlx::query_as(sql::RESCUE_FAIL),
-            }
-            .bind(id)
-            .bind(rows::ts(now))
-            .bind(rows::ts(stranded_before));
-            let query = match give_up {
-                Some(error) => query.bind(error),
-                None => query,
-            };
-            let row: Option<rows::ReportRow> = query.fetch_optional(pool).await?;
-            row.map(rows::ReportRow::into_report).transpose()
-        })
+        let outcome = async {
+            on_pool!(self.sql_pool(), |pool| {
+                let query = match give_up {
+                    None => sqlx::query_as(sql::RESCUE_REQUEUE),
+                    Some(_) => sqlx::query_as(sql::RESCUE_FAIL),
+                }
+                .bind(id)
+                .bind(rows::ts(now))
+                .bind(rows::ts(stranded_before));
+                let query = match give_up {
+                    Some(error) => query.bind(error),
+                    None => query,
+                };
+                let row: Option<rows::ReportRow> = query.fetch_optional(pool).await?;
+                row.map(rows::ReportRow::into_report).transpose()
+            })
+        }
+        .await;
+        if let Ok(Some(_)) = &outcome {
+            self.report_changed(id);
+        }
+        outcome
     }
 
     #[tracing::instrument(skip_all)]
@@ -562,37 +594,44 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         lease: &Lease,
         now: DateTime<Utc>,
     ) -> crate::Result<Claim> {
-        on_pool!(self.sql_pool(), |pool| {
-            // Retried only if the report became claimable between the update and the
-            // read back (its holder released it in between).
-            for _ in 0..3 {
-                let row: Option<rows::ReportRow> = sqlx::query_as(sql::CLAIM_REPORT)
-                    .bind(id)
-                    .bind(&lease.owner)
-                    .bind(rows::ts(lease.expires_at))
-                    .bind(rows::ts(now))
-                    .fetch_optional(pool)
-                    .await?;
-                if let Some(row) = row {
-                    return Ok(Claim::Claimed(row.into_report()?));
+        let outcome = async {
+            on_pool!(self.sql_pool(), |pool| {
+                // Retried only if the report became claimable between the update and the
+                // read back (its holder released it in between).
+                for _ in 0..3 {
+                    let row: Option<rows::ReportRow> = sqlx::query_as(sql::CLAIM_REPORT)
+                        .bind(id)
+                        .bind(&lease.owner)
+                        .bind(rows::ts(lease.expires_at))
+                        .bind(rows::ts(now))
+                        .fetch_optional(pool)
+                        .await?;
+                    if let Some(row) = row {
+                        return Ok(Claim::Claimed(row.into_report()?));
+                    }
+                    let Some(report) = self.report(id).await? else {
+                        return Ok(Claim::Missing);
+                    };
+                    if report.status.is_terminal() {
+                        return Ok(Claim::Finished(report));
+                    }
+                    let live_lease = report.lease_expires_at.is_none_or(|at| at >= now);
+                    if report.status == ReportStatus::Running && live_lease {
+                        return Ok(Claim::Leased(report));
+                    }
                 }
-                let Some(report) = self.report(id).await? else {
-                    return Ok(Claim::Missing);
-                };
-                if report.status.is_terminal() {
-                    return Ok(Claim::Finished(report));
+                // Still claimable after three lost races: someone else is busy with it.
+                match self.report(id).await? {
+                    Some(report) => Ok(Claim::Leased(report)),
+                    None => Ok(Claim::Missing),
                 }
-                let live_lease = report.lease_expires_at.is_none_or(|at| at >= now);
-                if report.status == ReportStatus::Running && live_lease {
-                    return Ok(Claim::Leased(report));
-                }
-            }
-            // Still claimable after three lost races: someone else is busy with it.
-            match self.report(id).await? {
-                Some(report) => Ok(Claim::Leased(report)),
-                None => Ok(Claim::Missing),
-            }
-        })
+            })
+        }
+        .await;
+        if let Ok(Claim::Claimed(_)) = &outcome {
+            self.report_changed(id);
+        }
+        outcome
     }
 
     /// Stamps `updated_at` with the current time: the trait passes no `now` here.
@@ -613,21 +652,28 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
     /// Stamps `updated_at` with the current time: the trait passes no `now` here.
     #[tracing::instrument(skip_all, fields(report_id = %id, owner = %owner))]
     async fn set_progress(&self, id: Uuid, owner: &str, progress: i32) -> crate::Result<bool> {
-        on_pool!(self.sql_pool(), |pool| {
-            if !(0..=100).contains(&progress) {
-                return Err(crate::Error::Invalid(format!(
-                    "progress must be 0–100, got {progress}"
-                )));
-            }
-            let done = sqlx::query(sql::SET_PROGRESS)
-                .bind(id)
-                .bind(owner)
-                .bind(progress)
-                .bind(rows::ts(Utc::now()))
-                .execute(pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        let outcome = async {
+            on_pool!(self.sql_pool(), |pool| {
+                if !(0..=100).contains(&progress) {
+                    return Err(crate::Error::Invalid(format!(
+                        "progress must be 0–100, got {progress}"
+                    )));
+                }
+                let done = sqlx::query(sql::SET_PROGRESS)
+                    .bind(id)
+                    .bind(owner)
+                    .bind(progress)
+                    .bind(rows::ts(Utc::now()))
+                    .execute(pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        }
+        .await;
+        if let Ok(true) = &outcome {
+            self.report_changed(id);
+        }
+        outcome
     }
 
     #[tracing::instrument(skip_all, fields(report_id = %id, owner = %owner))]
@@ -638,22 +684,29 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         output: &StoredOutput,
         now: DateTime<Utc>,
     ) -> crate::Result<bool> {
-        on_pool!(self.sql_pool(), |pool| {
-            let size = i64::try_from(output.size).map_err(|_| {
-                crate::Error::Invalid(format!("output size {} is too large", output.size))
-            })?;
-            let done = sqlx::query(sql::COMPLETE_REPORT)
-                .bind(id)
-                .bind(owner)
-                .bind(rows::ts(now))
-                .bind(&output.key)
-                .bind(&output.location)
-                .bind(size)
-                .bind(&output.sha256)
-                .execute(pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        let outcome = async {
+            on_pool!(self.sql_pool(), |pool| {
+                let size = i64::try_from(output.size).map_err(|_| {
+                    crate::Error::Invalid(format!("output size {} is too large", output.size))
+                })?;
+                let done = sqlx::query(sql::COMPLETE_REPORT)
+                    .bind(id)
+                    .bind(owner)
+                    .bind(rows::ts(now))
+                    .bind(&output.key)
+                    .bind(&output.location)
+                    .bind(size)
+                    .bind(&output.sha256)
+                    .execute(pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        }
+        .await;
+        if let Ok(true) = &outcome {
+            self.report_changed(id);
+        }
+        outcome
     }
 
     #[tracing::instrument(skip_all, fields(report_id = %id, next = ?next))]
@@ -665,22 +718,29 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         next: AttemptEnd,
         now: DateTime<Utc>,
     ) -> crate::Result<bool> {
-        on_pool!(self.sql_pool(), |pool| {
-            let query = match next {
-                AttemptEnd::GiveUp => sqlx::query(sql::GIVE_UP_ATTEMPT),
-                AttemptEnd::RetryAt(_) => sqlx::query(sql::RETRY_ATTEMPT),
-            }
-            .bind(id)
-            .bind(owner)
-            .bind(error)
-            .bind(rows::ts(now));
-            let query = match next {
-                AttemptEnd::RetryAt(at) => query.bind(rows::ts(at)),
-                AttemptEnd::GiveUp => query,
-            };
-            let done = query.execute(pool).await?;
-            Ok(done.rows_affected() == 1)
-        })
+        let outcome = async {
+            on_pool!(self.sql_pool(), |pool| {
+                let query = match next {
+                    AttemptEnd::GiveUp => sqlx::query(sql::GIVE_UP_ATTEMPT),
+                    AttemptEnd::RetryAt(_) => sqlx::query(sql::RETRY_ATTEMPT),
+                }
+                .bind(id)
+                .bind(owner)
+                .bind(error)
+                .bind(rows::ts(now));
+                let query = match next {
+                    AttemptEnd::RetryAt(at) => query.bind(rows::ts(at)),
+                    AttemptEnd::GiveUp => query,
+                };
+                let done = query.execute(pool).await?;
+                Ok(done.rows_affected() == 1)
+            })
+        }
+        .await;
+        if let Ok(true) = &outcome {
+            self.report_changed(id);
+        }
+        outcome
     }
 
     #[tracing::instrument(skip_all, fields(report_id = %id, owner = %owner))]
@@ -691,16 +751,23 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         now: DateTime<Utc>,
         available_at: DateTime<Utc>,
     ) -> crate::Result<bool> {
-        on_pool!(self.sql_pool(), |pool| {
-            let done = sqlx::query(sql::RELEASE_REPORT)
-                .bind(id)
-                .bind(owner)
-                .bind(rows::ts(now))
-                .bind(rows::ts(available_at))
-                .execute(pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        let outcome = async {
+            on_pool!(self.sql_pool(), |pool| {
+                let done = sqlx::query(sql::RELEASE_REPORT)
+                    .bind(id)
+                    .bind(owner)
+                    .bind(rows::ts(now))
+                    .bind(rows::ts(available_at))
+                    .execute(pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        }
+        .await;
+        if let Ok(true) = &outcome {
+            self.report_changed(id);
+        }
+        outcome
     }
 }
 

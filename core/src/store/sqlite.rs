@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
+use super::changes::ChangeFeed;
 use super::pool;
 use crate::Result;
 
@@ -21,6 +22,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Every writer of the file is in this process: changes are announced here.
+    changes: ChangeFeed,
 }
 
 impl SqliteStore {
@@ -37,12 +40,15 @@ impl SqliteStore {
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// Wraps an existing pool (which must point at a migrated database).
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            changes: ChangeFeed::local(),
+        }
     }
 
     /// Applies the embedded migrations (`migrations/sqlite`) that have not run yet.
@@ -74,5 +80,13 @@ impl pool::sealed::Sealed for SqliteStore {}
 impl pool::SqlDatabase for SqliteStore {
     fn sql_pool(&self) -> pool::Pool<'_> {
         pool::Pool::Sqlite(&self.pool)
+    }
+
+    fn report_changed(&self, id: uuid::Uuid) {
+        self.changes.publish(id);
+    }
+
+    fn change_feed(&self) -> ChangeFeed {
+        self.changes.clone()
     }
 }

@@ -12,14 +12,19 @@ use crate::http::ApiError;
 use crate::state::AppState;
 
 /// A report as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReportView {
     pub id: Uuid,
     pub report_type: ReportType,
     pub format: ReportFormat,
+    /// The parameters with their defaults filled in.
+    #[schema(value_type = Object)]
     pub parameters: Value,
     pub status: ReportStatus,
+    /// 0–100.
+    #[schema(minimum = 0, maximum = 100)]
     pub progress: i32,
+    /// How many times a worker has taken it up.
     pub attempts: i32,
     pub error_message: Option<String>,
     pub created_at: DateTime<Utc>,
