@@ -45,6 +45,16 @@ pub async fn serve_on(
     queue: Arc<DatabaseQueue>,
     dir: &std::path::Path,
 ) -> anyhow::Result<String> {
+    Ok(serve_with_state(config, store, queue, dir).await?.0)
+}
+
+/// [`serve_on`], also returning the running app's state, to look inside it.
+pub async fn serve_with_state(
+    config: ApiConfig,
+    store: Arc<dyn RecordStore>,
+    queue: Arc<DatabaseQueue>,
+    dir: &std::path::Path,
+) -> anyhow::Result<(String, AppState)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let local = Arc::new(LocalStorage::new(
@@ -61,8 +71,8 @@ pub async fn serve_on(
         queue,
         Some(local),
     );
-    tokio::spawn(serve(listener, app(state), std::future::pending()));
-    Ok(base)
+    tokio::spawn(serve(listener, app(state.clone()), std::future::pending()));
+    Ok((base, state))
 }
 
 /// The p50 and p99 of `v` (zero when empty).
