@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's walk-through, checked: signup → signin → request a PDF and a CSV → poll →
-# download, against a running `quire dev` (or any Quire API).
+# The README's walk-through, checked: signup → signin → report types → request a PDF
+# profile and the activity as CSV and PDF → wait for each with `Prefer: wait` → download,
+# against a running `quire dev` (or any Quire API).
 #
 #   scripts/walkthrough.sh [API_URL] [OUT_DIR]
 #
@@ -18,29 +19,35 @@ post /auth/signup "{\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\"}" >/dev/null
 TOKEN=$(post /auth/signin "{\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\"}" | json access_token)
 AUTH=(-H "authorization: Bearer $TOKEN")
 
-PDF=$(post /reports '{"report_type":"profile","format":"pdf","parameters":{}}' "${AUTH[@]}" | json id)
-CSV=$(post /reports '{"report_type":"activity","format":"csv","parameters":{"days":30}}' "${AUTH[@]}" | json id)
+curl -sf "$API/report-types" "${AUTH[@]}" | python3 -c 'import json,sys; names=[t["name"] for t in json.load(sys.stdin)["items"]]; assert "profile" in names, names'
 
+PDF=$(post /reports '{"report_type":"profile","format":"pdf"}' "${AUTH[@]}" | json id)
+CSV=$(post /reports '{"report_type":"activity","format":"csv","parameters":{"days":30}}' "${AUTH[@]}" | json id)
+ACT=$(post /reports '{"report_type":"activity","format":"pdf","parameters":{"days":30}}' "${AUTH[@]}" | json id)
+
+# As the README: each request held by `Prefer: wait=30` until the report is finished.
 wait_completed() {
   local status
-  for _ in $(seq 1 120); do
-    status=$(curl -sf "$API/reports/$1" "${AUTH[@]}" | json status)
+  for _ in $(seq 1 4); do
+    status=$(curl -sf "$API/reports/$1" "${AUTH[@]}" -H 'Prefer: wait=30' | json status)
     case $status in
       completed) return 0 ;;
       failed|cancelled) echo "report $1 ended $status" >&2; return 1 ;;
     esac
-    sleep 0.5
   done
-  echo "report $1 still $status after 60 s" >&2
+  echo "report $1 still $status after 120 s" >&2
   return 1
 }
 wait_completed "$PDF"
 wait_completed "$CSV"
+wait_completed "$ACT"
 
 curl -sfL -o "$OUT/profile.pdf" "$API/reports/$PDF/download" "${AUTH[@]}"
 curl -sfL -o "$OUT/activity.csv" "$API/reports/$CSV/download" "${AUTH[@]}"
+curl -sfL -o "$OUT/activity.pdf" "$API/reports/$ACT/download" "${AUTH[@]}"
 
 head -c 5 "$OUT/profile.pdf" | grep -q '%PDF-' || { echo "profile.pdf is not a PDF" >&2; exit 1; }
+head -c 5 "$OUT/activity.pdf" | grep -q '%PDF-' || { echo "activity.pdf is not a PDF" >&2; exit 1; }
 head -n 1 "$OUT/activity.csv" | grep -q '^id,report_type,format,status' || { echo "activity.csv has no header" >&2; exit 1; }
 grep -q "$PDF" "$OUT/activity.csv" || { echo "activity.csv does not list the profile report" >&2; exit 1; }
-echo "walk-through ok: $OUT/profile.pdf ($(wc -c <"$OUT/profile.pdf") bytes), $OUT/activity.csv ($(wc -l <"$OUT/activity.csv") lines)"
+echo "walk-through ok: $OUT/profile.pdf ($(wc -c <"$OUT/profile.pdf") bytes), $OUT/activity.pdf ($(wc -c <"$OUT/activity.pdf") bytes), $OUT/activity.csv ($(wc -l <"$OUT/activity.csv") lines)"
