@@ -352,3 +352,52 @@ spans carry, when tracing.otlpEndpoint is set; nothing otherwise.
   value: {{ printf "quire-%s" (index $ 1) | quote }}
 {{- end }}
 {{- end }}
+
+{{/*
+The operator's data sources (worker.dataSources inline, kept in the ConfigMap
+<fullname>-worker-data-sources, or the existing Secret worker.dataSourcesSecret), read by the
+worker (to fetch them) and the api-server (GET /data-sources, and to refuse dataset reports
+naming an unknown source). Both mount the same object at /etc/quire/data-sources.toml.
+"quire.dataSources.enabled" is "true" or empty.
+*/}}
+{{- define "quire.dataSources.enabled" -}}
+{{- if or .Values.worker.dataSources .Values.worker.dataSourcesSecret }}true{{ end }}
+{{- end }}
+
+{{/* Pod annotation that rolls the pods when the inline data sources change. */}}
+{{- define "quire.dataSources.checksum" -}}
+checksum/data-sources: {{ include (print .Template.BasePath "/worker-configmap.yaml") . | sha256sum }}
+{{- end }}
+
+{{- define "quire.dataSources.env" -}}
+{{- if include "quire.dataSources.enabled" . }}
+- name: QUIRE_DATA_SOURCES_FILE
+  value: /etc/quire/data-sources.toml
+{{- end }}
+{{- end }}
+
+{{- define "quire.dataSources.volumeMount" -}}
+{{- if include "quire.dataSources.enabled" . }}
+- name: data-sources
+  mountPath: /etc/quire
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "quire.dataSources.volume" -}}
+{{- if .Values.worker.dataSourcesSecret }}
+- name: data-sources
+  secret:
+    secretName: {{ .Values.worker.dataSourcesSecret }}
+    items:
+      - key: data-sources.toml
+        path: data-sources.toml
+{{- else if .Values.worker.dataSources }}
+- name: data-sources
+  configMap:
+    name: {{ include "quire.componentName" (list . "worker-data-sources") }}
+    items:
+      - key: data-sources.toml
+        path: data-sources.toml
+{{- end }}
+{{- end }}
