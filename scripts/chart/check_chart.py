@@ -99,6 +99,7 @@ COMPONENT_ENV = {
         "QUIRE_RETENTION_INTERVAL",
         "QUIRE_QUOTA_UNFINISHED",
         "QUIRE_QUOTA_PER_HOUR",
+        "QUIRE_MAX_WAIT",
     },
     "worker": {
         "QUIRE_HEALTH_LISTEN",
@@ -115,11 +116,22 @@ COMPONENT_ENV = {
     },
 }
 OPTIONAL_COMPONENT_ENV = {
-    "api-server": {"QUIRE_PUBLIC_URL", "QUIRE_TRUSTED_PROXIES", "QUIRE_REPORT_REQUEST_TTL"},
+    "api-server": {
+        "QUIRE_PUBLIC_URL",
+        "QUIRE_TRUSTED_PROXIES",
+        "QUIRE_REPORT_REQUEST_TTL",
+        "QUIRE_DATA_SOURCES_FILE",
+    },
     "worker": {"QUIRE_WORKER_CONCURRENCY", "QUIRE_DATA_SOURCES_FILE"},
     "controller": {"QUIRE_LEASE_NAME", "QUIRE_CONTROLLER_CONCURRENCY"},
 }
 SECRET_ENV = {"DATABASE_URL", "QUIRE_JWT_SECRET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+# The components that read the operator's data sources (worker.dataSources or
+# worker.dataSourcesSecret), and where: the worker fetches them, the api-server lists them and
+# refuses dataset reports naming an unknown one.
+DATA_SOURCES_COMPONENTS = ("api-server", "worker")
+DATA_SOURCES_DIR = "/etc/quire"
+DATA_SOURCES_FILE = f"{DATA_SOURCES_DIR}/data-sources.toml"
 
 # Where each component serves GET /metrics: the container port (by name) and the Service port
 # (by name) Prometheus scrapes it through. The api-server serves it on its API port.
@@ -477,6 +489,7 @@ def check_common_invariants(report: Report, objects: list[dict[str, Any]], value
             "QUIRE_RETENTION_INTERVAL": effective["retention"]["interval"],
             "QUIRE_QUOTA_UNFINISHED": effective["quotas"]["unfinished"],
             "QUIRE_QUOTA_PER_HOUR": effective["quotas"]["perHour"],
+            "QUIRE_MAX_WAIT": effective["apiServer"]["maxWait"],
             # ReportRequests exist only with the kubernetes orchestrator.
             "QUIRE_REPORT_REQUEST_TTL": effective["reportRequests"]["ttlSecondsAfterFinished"]
             if effective["apiServer"]["orchestrator"] == "kubernetes"
@@ -501,10 +514,13 @@ def check_common_invariants(report: Report, objects: list[dict[str, Any]], value
     report.check(
         "the three binaries get exactly the contract's environment (secrets from "
         "Secrets, namespace and pod name from the downward API; retention, quotas, the "
-        "ReportRequest TTL with the kubernetes orchestrator, tracing when configured)",
+        "longest wait, the ReportRequest TTL with the kubernetes orchestrator, tracing when "
+        "configured)",
         not problems,
         "; ".join(problems),
     )
+
+    check_data_sources(report, by_component, objects, values)
 
     # References resolve: Secrets (and their keys), ConfigMaps, ServiceAccounts.
     problems = []
@@ -567,13 +583,22 @@ def check_common_invariants(report: Report, objects: list[dict[str, Any]], value
         for d in deployments
         if "checksum/secrets" not in d["spec"]["template"]["metadata"].get("annotations", {})
     ]
-    worker = by_component["worker"]
-    if worker and "checksum/data-sources" not in worker["spec"]["template"]["metadata"].get(
-        "annotations", {}
-    ):
-        problems.append("worker has no checksum/data-sources annotation")
+    for component in DATA_SOURCES_COMPONENTS:
+        deployment = by_component[component]
+        if deployment and "checksum/data-sources" not in deployment["spec"]["template"]["metadata"].get(
+            "annotations", {}
+        ):
+            problems.append(f"{component} has no checksum/data-sources annotation")
+    sums = {
+        by_component[c]["spec"]["template"]["metadata"].get("annotations", {}).get("checksum/data-sources")
+        for c in DATA_SOURCES_COMPONENTS
+        if by_component[c]
+    }
+    if len(sums) > 1:
+        problems.append(f"api-server and worker carry different checksum/data-sources {sorted(map(str, sums))}")
     report.check(
-        "pod templates carry checksums of the chart's Secrets and data sources",
+        "pod templates carry checksums of the chart's Secrets, and the api-server and worker "
+        "the same checksum of the data sources",
         not problems,
         "; ".join(problems),
     )
@@ -672,6 +697,7 @@ def check_common_invariants(report: Report, objects: list[dict[str, Any]], value
     )
 
     # The worker's graceful shutdown and autoscaling.
+    worker = by_component["worker"]
     if worker:
         container = pod_spec(worker)["containers"][0]
         grace = int(env_value(container, "QUIRE_SHUTDOWN_GRACE"))
@@ -1048,6 +1074,62 @@ def check_dashboard_metrics(report: Report, dashboard: dict[str, Any], root: Pat
     )
 
 
+def check_data_sources(
+    report: Report,
+    by_component: dict[str, dict[str, Any] | None],
+    objects: list[dict[str, Any]],
+    values: dict[str, Any],
+) -> None:
+    """With worker.dataSources or worker.dataSourcesSecret, the api-server and the worker both
+    mount the one ConfigMap (or the Secret) at /etc/quire/data-sources.toml and are told so by
+    QUIRE_DATA_SOURCES_FILE; without, neither has the variable or the volume."""
+    worker_values = effective_values(values)["worker"]
+    inline, secret = worker_values["dataSources"], worker_values["dataSourcesSecret"]
+    configured = bool(inline or secret)
+    problems = []
+    sources = []
+    for component in DATA_SOURCES_COMPONENTS:
+        deployment = by_component[component]
+        if not deployment:
+            continue
+        container = pod_spec(deployment)["containers"][0]
+        file = env_value(container, "QUIRE_DATA_SOURCES_FILE")
+        mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == DATA_SOURCES_DIR]
+        volumes = {v["name"]: v for v in pod_spec(deployment).get("volumes", [])}
+        if not configured:
+            if file is not None or mounts:
+                problems.append(f"{component}: data sources mounted or named without any configured")
+            continue
+        if file != DATA_SOURCES_FILE:
+            problems.append(f"{component}: QUIRE_DATA_SOURCES_FILE={file!r}, expected {DATA_SOURCES_FILE!r}")
+        if len(mounts) != 1 or mounts[0].get("readOnly") is not True:
+            problems.append(f"{component}: no single read-only mount at {DATA_SOURCES_DIR} ({mounts})")
+            continue
+        volume = {k: v for k, v in volumes.get(mounts[0]["name"], {}).items() if k != "name"}
+        items = (volume.get("configMap") or volume.get("secret") or {}).get("items", [])
+        if items != [{"key": "data-sources.toml", "path": "data-sources.toml"}]:
+            problems.append(f"{component}: the volume at {DATA_SOURCES_DIR} does not hold data-sources.toml")
+        if secret and volume.get("secret", {}).get("secretName") != secret:
+            problems.append(f"{component}: the data sources are not read from the Secret {secret}")
+        if not secret and volume.get("configMap", {}).get("name") != component_name("worker-data-sources"):
+            problems.append(f"{component}: the data sources are not read from the chart's ConfigMap")
+        sources.append(volume)
+    if len(sources) == 2 and sources[0] != sources[1]:
+        problems.append(f"the api-server and worker mount different data sources: {sources}")
+    config_maps = [c for c in find(objects, "ConfigMap") if "data-sources.toml" in c.get("data", {})]
+    if len(config_maps) != (1 if inline and not secret else 0):
+        problems.append(f"data sources ConfigMaps rendered: {[name_of(c) for c in config_maps]}")
+    if configured:
+        source = f"the Secret {secret}" if secret else "the one inline ConfigMap"
+        name = (
+            f"data sources in {source}: the api-server and worker both mount it at "
+            f"{DATA_SOURCES_FILE} and set QUIRE_DATA_SOURCES_FILE"
+        )
+    else:
+        name = "no data sources: neither the api-server nor the worker mounts any or sets QUIRE_DATA_SOURCES_FILE"
+    report.check(name, not problems, "; ".join(problems))
+
+
 # ---- scenario-specific checks ------------------------------------------------------------
 
 
@@ -1125,16 +1207,17 @@ def check_production(report: Report, objects: list[dict[str, Any]], values: dict
             f"on lease {env.get('QUIRE_LEASE_NAME', {}).get('value')}",
             env["QUIRE_LEADER_ELECTION"]["value"] == "true" and env.get("QUIRE_LEASE_NAME"),
         )
-    worker = one(objects, "Deployment", component_name("worker"))
-    if worker:
-        env = env_of(pod_spec(worker)["containers"][0])
-        mounted = any(
-            m["mountPath"] == "/etc/quire" for m in pod_spec(worker)["containers"][0]["volumeMounts"]
-        )
-        report.check(
-            "the worker mounts its data sources at /etc/quire/data-sources.toml",
-            env.get("QUIRE_DATA_SOURCES_FILE", {}).get("value") == "/etc/quire/data-sources.toml" and mounted,
-        )
+    for component in DATA_SOURCES_COMPONENTS:
+        deployment = one(objects, "Deployment", component_name(component))
+        if deployment:
+            env = env_of(pod_spec(deployment)["containers"][0])
+            mounted = any(
+                m["mountPath"] == DATA_SOURCES_DIR for m in pod_spec(deployment)["containers"][0]["volumeMounts"]
+            )
+            report.check(
+                f"the {component} mounts the data sources at {DATA_SOURCES_FILE}",
+                env.get("QUIRE_DATA_SOURCES_FILE", {}).get("value") == DATA_SOURCES_FILE and mounted,
+            )
 
 
 def check_local_storage(report: Report, objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
@@ -1379,6 +1462,7 @@ def main() -> int:
                     "quotas": {"unfinished": 5, "perHour": 1000000},
                     "reportRequests": {"ttlSecondsAfterFinished": 1209600},
                     "tracing": {"otlpEndpoint": "http://tempo.monitoring:4318"},
+                    "apiServer": {"maxWait": "0"},
                 },
             ),
             None,
@@ -1522,6 +1606,13 @@ def main() -> int:
         "an output retention that is not a duration",
         deep_merge(minimal, {"retention": {"outputs": "7 days"}}),
         "retention/outputs",
+    )
+    expect_failure(
+        report,
+        chart,
+        "a longest wait that is not a duration string",
+        deep_merge(minimal, {"apiServer": {"maxWait": "1 minute"}}),
+        "apiServer/maxWait",
     )
     expect_failure(
         report,

@@ -370,14 +370,14 @@ checksum/data-sources: {{ include (print .Template.BasePath "/worker-configmap.y
 {{- end }}
 
 {{- define "quire.dataSources.env" -}}
-{{- if include "quire.dataSources.enabled" . }}
+{{- if include "quire.dataSources.enabled" . -}}
 - name: QUIRE_DATA_SOURCES_FILE
   value: /etc/quire/data-sources.toml
 {{- end }}
 {{- end }}
 
 {{- define "quire.dataSources.volumeMount" -}}
-{{- if include "quire.dataSources.enabled" . }}
+{{- if include "quire.dataSources.enabled" . -}}
 - name: data-sources
   mountPath: /etc/quire
   readOnly: true
@@ -385,14 +385,14 @@ checksum/data-sources: {{ include (print .Template.BasePath "/worker-configmap.y
 {{- end }}
 
 {{- define "quire.dataSources.volume" -}}
-{{- if .Values.worker.dataSourcesSecret }}
+{{- if .Values.worker.dataSourcesSecret -}}
 - name: data-sources
   secret:
     secretName: {{ .Values.worker.dataSourcesSecret }}
     items:
       - key: data-sources.toml
         path: data-sources.toml
-{{- else if .Values.worker.dataSources }}
+{{- else if .Values.worker.dataSources -}}
 - name: data-sources
   configMap:
     name: {{ include "quire.componentName" (list . "worker-data-sources") }}
