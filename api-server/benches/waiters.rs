@@ -67,8 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut config = common::config(4);
     (config.quota_unfinished, config.quota_per_hour) = (0, 0);
-    let (base, state) =
-        common::serve_with_state(config, store.clone(), queue, dir.path()).await?;
+    let (base, state) = common::serve_with_state(config, store.clone(), queue, dir.path()).await?;
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(WAITERS)

@@ -218,3 +218,78 @@ async fn waiting_requests_hold_no_database_connection() {
         assert_eq!(body(response).await["status"], "completed");
     }
 }
+
+#[tokio::test]
+async fn a_database_outage_answers_held_requests_at_once_and_waiting_works_after_it() {
+    use quire_core::store::PgStore;
+    use quire_testing::proxy::{FaultProxy, Mode};
+
+    let direct = quire_testing::fresh_postgres().await;
+    let options = direct.pool().connect_options();
+    let upstream = tokio::net::lookup_host((options.get_host().to_owned(), options.get_port()))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = FaultProxy::to(upstream).await;
+    let proxied = (*options)
+        .clone()
+        .host("127.0.0.1")
+        .port(proxy.addr().port());
+    let app = crate::helpers::spawn_app_on(std::sync::Arc::new(
+        PgStore::connect_with(proxied, 5).await.unwrap(),
+    ))
+    .await;
+    let user = app.user().await;
+    let report = app.activity_report(&user, 7).await;
+    let id = report["id"].as_str().unwrap().to_owned();
+
+    // A request held for 60 s when Postgres goes away is answered 503 long before that.
+    let held = {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url(&format!("/reports/{id}")),
+            user.access_token.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .header("Prefer", "wait=60")
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    while app.state.report_changes().watched() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cut = Instant::now();
+    proxy.set(Mode::Refuse);
+    let response = held.await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        cut.elapsed() < Duration::from_secs(15),
+        "answered during the outage, not at the deadline: {:?}",
+        cut.elapsed()
+    );
+    assert_eq!(body(response).await["error"], "service_unavailable");
+
+    // Postgres is back: the listener reconnects and a held request is woken by the change.
+    proxy.set(Mode::Pass);
+    let started = Instant::now();
+    let read = held_get(&app, &user.access_token, &id, "wait=30");
+    let finish = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        app.complete_report(id.parse().unwrap(), b"day,count\n")
+            .await;
+    };
+    let (response, ()) = tokio::join!(read, finish);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body(response).await["status"], "completed");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woken, not answered at the deadline: {:?}",
+        started.elapsed()
+    );
+}
