@@ -44,6 +44,49 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = Bearer::from_request_parts(parts, state).await?;
+        let generation = state.store().token_generation(bearer.user_id()).await?;
+        bearer.check(generation)
+    }
+}
+
+/// A correctly signed, unexpired access token whose generation is not checked yet: for a
+/// handler that reads the generation together with what it needs (one query instead of
+/// two), then calls [`Bearer::check`]. Everything else takes [`AuthUser`].
+#[derive(Clone, Copy, Debug)]
+pub struct Bearer {
+    user_id: Uuid,
+    generation: i64,
+}
+
+impl Bearer {
+    pub fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+
+    /// The signed-in user, if `current` (the user's token generation now; `None` when the
+    /// account is gone) is the one the token was issued under.
+    pub fn check(self, current: Option<i64>) -> Result<AuthUser, ApiError> {
+        match current {
+            Some(generation) if generation == self.generation => Ok(AuthUser {
+                user_id: self.user_id,
+            }),
+            Some(_) => Err(ApiError::Unauthorized(
+                "this session was signed out; sign in again".to_owned(),
+            )),
+            // A correctly signed token whose account is gone (a restored database, a secret
+            // shared across environments): the client's credentials are the problem.
+            None => Err(ApiError::Unauthorized(
+                "the account this token was issued for no longer exists; sign in again".to_owned(),
+            )),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -64,19 +107,10 @@ impl FromRequestParts<AppState> for AuthUser {
                 tracing::debug!(error = %e, "access token rejected");
                 ApiError::Unauthorized("the access token is invalid or expired".to_owned())
             })?;
-        match state.store().token_generation(claims.sub).await? {
-            Some(generation) if generation == claims.r#gen => Ok(Self {
-                user_id: claims.sub,
-            }),
-            Some(_) => Err(ApiError::Unauthorized(
-                "this session was signed out; sign in again".to_owned(),
-            )),
-            // A correctly signed token whose account is gone (a restored database, a secret
-            // shared across environments): the client's credentials are the problem.
-            None => Err(ApiError::Unauthorized(
-                "the account this token was issued for no longer exists; sign in again".to_owned(),
-            )),
-        }
+        Ok(Self {
+            user_id: claims.sub,
+            generation: claims.r#gen,
+        })
     }
 }
 

@@ -24,7 +24,7 @@ mod view;
 pub use view::ReportView;
 use view::{download_link, view};
 
-use super::auth::AuthUser;
+use super::auth::{AuthUser, Bearer};
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::prefer;
 use crate::state::AppState;
@@ -273,19 +273,37 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
             headers(("Preference-Applied" = String, description = "`wait=N` when a wait was applied"))),
     ),
 )]
-#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
+#[tracing::instrument(skip_all, fields(user_id = %bearer.user_id()))]
 async fn get_report(
     State(state): State<AppState>,
-    user: AuthUser,
+    bearer: Bearer,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Some(wait) = prefer::requested_wait(&headers, state.config().max_wait) else {
-        let report = owned_report(&state, user, &id).await?;
+    // The hot path: the token's generation and the report in one query.
+    let (generation, report) = match parse_id(&id) {
+        Ok(id) => {
+            state
+                .store()
+                .user_report_and_generation(bearer.user_id(), id)
+                .await?
+        }
+        Err(not_found) => {
+            bearer.check(state.store().token_generation(bearer.user_id()).await?)?;
+            return Err(not_found);
+        }
+    };
+    let user = bearer.check(generation)?;
+    let mut report = report.ok_or_else(|| ApiError::not_found("report"))?;
+    let wait = prefer::requested_wait(&headers, state.config().max_wait);
+    if let Some(wait) = wait
+        && !report.status.is_terminal()
+    {
+        report = prefer::until_finished(&state, user.user_id, report.id, wait).await?;
+    }
+    let Some(wait) = wait else {
         return Ok(Json(view(&state, report).await).into_response());
     };
-    let id = parse_id(&id)?;
-    let report = prefer::until_finished(&state, user.user_id, id, wait).await?;
     Ok(([prefer::applied(wait)], Json(view(&state, report).await)).into_response())
 }
 

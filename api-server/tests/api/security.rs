@@ -24,6 +24,8 @@ async fn signing_out_everywhere_ends_every_session_at_once() {
     let other_device = body(app.signin(&email, PASSWORD).await).await;
     let other_access = other_device["access_token"].as_str().unwrap().to_owned();
     let other_refresh = other_device["refresh_token"].as_str().unwrap().to_owned();
+    let report = app.activity_report(&user, 7).await;
+    let report_path = format!("/reports/{}", report["id"].as_str().unwrap());
 
     let response = app
         .request(Method::POST, "/auth/signout-all")
@@ -33,14 +35,24 @@ async fn signing_out_everywhere_ends_every_session_at_once() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 
+    // Every route, including the status read that checks the session in its report query:
+    // an existing report, a missing one and a malformed id all answer 401 first.
+    let missing = format!("/reports/{}", uuid::Uuid::now_v7());
     for access in [&user.access_token, &other_access] {
-        let message = error(
-            app.get_authed("/reports", access).await,
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-        )
-        .await;
-        assert!(message.contains("signed out"), "{message}");
+        for path in [
+            "/reports",
+            report_path.as_str(),
+            missing.as_str(),
+            "/reports/nope",
+        ] {
+            let message = error(
+                app.get_authed(path, access).await,
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+            )
+            .await;
+            assert!(message.contains("signed out"), "{path}: {message}");
+        }
     }
     for refresh in [&user.refresh_token, &other_refresh] {
         assert_eq!(

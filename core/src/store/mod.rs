@@ -85,6 +85,14 @@ pub trait RecordStore: Send + Sync + 'static {
     async fn report(&self, id: Uuid) -> Result<Option<Report>>;
     /// A report only if `user_id` owns it.
     async fn user_report(&self, user_id: Uuid, id: Uuid) -> Result<Option<Report>>;
+    /// [`user_report`](Self::user_report) together with the user's token generation
+    /// (`None`: no such user), in one query when the report exists: what an authenticated
+    /// status read needs.
+    async fn user_report_and_generation(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+    ) -> Result<(Option<i64>, Option<Report>)>;
     /// One page of the user's reports, newest first.
     async fn list_reports(&self, user_id: Uuid, filter: &ReportFilter) -> Result<Vec<Report>>;
     /// Counts of the user's reports by type and status.

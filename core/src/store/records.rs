@@ -352,6 +352,27 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(report_id = %id, user_id = %user_id))]
+    async fn user_report_and_generation(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+    ) -> crate::Result<(Option<i64>, Option<Report>)> {
+        let row: Option<rows::ReportAndGenerationRow> = on_pool!(self.sql_pool(), |pool| {
+            sqlx::query_as(sql::USER_REPORT_AND_GENERATION)
+                .bind(id)
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await
+        })?;
+        match row {
+            Some(row) => Ok((Some(row.token_generation), Some(row.report.into_report()?))),
+            // No such report of theirs: the generation alone (a second query, off the
+            // common path).
+            None => Ok((self.token_generation(user_id).await?, None)),
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(user_id = %user_id))]
     async fn list_reports(
         &self,

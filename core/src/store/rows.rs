@@ -108,6 +108,14 @@ pub(super) struct ReportRow {
     traceparent: Option<String>,
 }
 
+/// A [`ReportRow`] with its owner's token generation.
+#[derive(sqlx::FromRow)]
+pub(super) struct ReportAndGenerationRow {
+    #[sqlx(flatten)]
+    pub(super) report: ReportRow,
+    pub(super) token_generation: i64,
+}
+
 impl ReportRow {
     /// A column holding a spelling no enum variant has is a decode error, not a panic.
     pub(super) fn into_report(self) -> Result<Report, Error> {

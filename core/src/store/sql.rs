@@ -59,6 +59,14 @@ pub(super) const PURGE_REFRESH_TOKENS: &str =
 
 pub(super) const REPORT_BY_ID: &str = select_reports!("WHERE id = $1");
 pub(super) const USER_REPORT: &str = select_reports!("WHERE id = $1 AND user_id = $2");
+/// [`USER_REPORT`] with the owner's token generation (a primary-key subquery), so an
+/// authenticated status read is one round trip.
+pub(super) const USER_REPORT_AND_GENERATION: &str = concat!(
+    "SELECT ",
+    report_columns!(),
+    ", (SELECT token_generation FROM users WHERE users.id = reports.user_id) \
+     AS token_generation FROM reports WHERE id = $1 AND user_id = $2"
+);
 pub(super) const REPORT_BY_IDEMPOTENCY_KEY: &str =
     select_reports!("WHERE user_id = $1 AND idempotency_key = $2");
 // Four shapes of one listing, so each filter combination is a plain indexed range scan on
