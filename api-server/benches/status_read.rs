@@ -44,19 +44,7 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()?;
-    let credentials = json!({"email": "status@example.com", "password": "correct horse battery"});
-    http.post(format!("{base}/auth/signup"))
-        .json(&credentials)
-        .send()
-        .await?;
-    let tokens: Value = http
-        .post(format!("{base}/auth/signin"))
-        .json(&credentials)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    let token = common::access_token(&http, &base, "status@example.com").await?;
     let report: Value = http
         .post(format!("{base}/reports"))
         .bearer_auth(&token)

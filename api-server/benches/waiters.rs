@@ -72,19 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(WAITERS)
         .build()?;
-    let credentials = json!({"email": "waiters@example.com", "password": "correct horse battery"});
-    http.post(format!("{base}/auth/signup"))
-        .json(&credentials)
-        .send()
-        .await?;
-    let tokens: Value = http
-        .post(format!("{base}/auth/signin"))
-        .json(&credentials)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    let token = common::access_token(&http, &base, "waiters@example.com").await?;
     let mut ids = Vec::with_capacity(WAITERS);
     for _ in 0..WAITERS {
         let report: Value = http

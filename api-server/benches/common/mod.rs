@@ -75,6 +75,32 @@ pub async fn serve_with_state(
     Ok((base, state))
 }
 
+/// Signs up `email` and signs it in; returns the access token.
+pub async fn access_token(
+    http: &reqwest::Client,
+    base: &str,
+    email: &str,
+) -> anyhow::Result<String> {
+    let credentials = serde_json::json!({"email": email, "password": "correct horse battery"});
+    http.post(format!("{base}/auth/signup"))
+        .json(&credentials)
+        .send()
+        .await?
+        .error_for_status()?;
+    let tokens: serde_json::Value = http
+        .post(format!("{base}/auth/signin"))
+        .json(&credentials)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    tokens["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("sign-in answered no access token"))
+}
+
 /// The p50 and p99 of `v` (zero when empty).
 pub fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
     if v.is_empty() {

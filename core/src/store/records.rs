@@ -32,6 +32,22 @@ macro_rules! insert_report_query {
     };
 }
 
+/// `outcome`, after telling this process's waiters that report `id` changed when
+/// `changed` says the outcome is a change (see [`SqlDatabase::report_changed`]).
+fn announced<S: SqlDatabase, T>(
+    store: &S,
+    id: Uuid,
+    outcome: crate::Result<T>,
+    changed: impl FnOnce(&T) -> bool,
+) -> crate::Result<T> {
+    if let Ok(value) = &outcome
+        && changed(value)
+    {
+        store.report_changed(id);
+    }
+    outcome
+}
+
 #[async_trait::async_trait]
 impl<S: SqlDatabase> crate::store::RecordStore for S {
     fn change_feed(&self) -> crate::store::changes::ChangeFeed {
@@ -462,10 +478,9 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
             })
         }
         .await;
-        if let Ok(Cancelled::Cancelled(_)) = &outcome {
-            self.report_changed(id);
-        }
-        outcome
+        announced(self, id, outcome, |outcome| {
+            matches!(outcome, Cancelled::Cancelled(_))
+        })
     }
 
     #[tracing::instrument(skip_all, fields(report_id = %id))]
@@ -492,10 +507,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
             })
         }
         .await;
-        if let Ok(true) = &outcome {
-            self.report_changed(id);
-        }
-        outcome
+        announced(self, id, outcome, |&changed| changed)
     }
 
     /// Stamps `updated_at` with the current time: the trait passes no `now` here.
@@ -536,10 +548,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
             })
         }
         .await;
-        if let Ok(Some(_)) = &outcome {
-            self.report_changed(id);
-        }
-        outcome
+        announced(self, id, outcome, Option::is_some)
     }
 
     #[tracing::instrument(skip_all)]
@@ -584,10 +593,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
             })
         }
         .await;
-        if let Ok(Some(_)) = &outcome {
-            self.report_changed(id);
-        }
-        outcome
+        announced(self, id, outcome, Option::is_some)
     }
 
     #[tracing::instrument(skip_all)]
@@ -649,10 +655,9 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
             })
         }
         .await;
-        if let Ok(Claim::Claimed(_)) = &outcome {
-            self.report_changed(id);
-        }
-        outcome
+        announced(self, id, outcome, |outcome| {
+            matches!(outcome, Claim::Claimed(_))
+        })
     }
 
     /// Stamps `updated_at` with the current time: the trait passes no `now` here.
@@ -691,10 +696,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
             })
         }
         .await;
-        if let Ok(true) = &outcome {
-            self.report_changed(id);
-        }
-        outcome
+        announced(self, id, outcome, |&changed| changed)
     }
 
     #[tracing::instrument(skip_all, fields(report_id = %id, owner = %owner))]
@@ -724,10 +726,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
             })
         }
         .await;
-        if let Ok(true) = &outcome {
-            self.report_changed(id);
-        }
-        outcome
+        announced(self, id, outcome, |&changed| changed)
     }
 
     #[tracing::instrument(skip_all, fields(report_id = %id, next = ?next))]
@@ -758,10 +757,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
             })
         }
         .await;
-        if let Ok(true) = &outcome {
-            self.report_changed(id);
-        }
-        outcome
+        announced(self, id, outcome, |&changed| changed)
     }
 
     #[tracing::instrument(skip_all, fields(report_id = %id, owner = %owner))]
@@ -785,10 +781,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
             })
         }
         .await;
-        if let Ok(true) = &outcome {
-            self.report_changed(id);
-        }
-        outcome
+        announced(self, id, outcome, |&changed| changed)
     }
 }
 
