@@ -1,36 +1,40 @@
-//! `quire`: the Quire command line. `quire dev` runs the whole system in one process.
+//! `quire`: the Quire command line. The API client (`signup`, `login`, `reports`, …) and
+//! `quire dev`, which runs the whole system in one process.
 
-use clap::{Parser, Subcommand};
-use quire::dev;
+use std::io::Write;
+use std::process::ExitCode;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "quire",
-    version,
-    about = "Quire, the asynchronous report service"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the API, the worker and the queue in one process on embedded defaults
-    /// (SQLite, local files, database queue): no Postgres, AWS or Kubernetes needed.
-    Dev(dev::DevArgs),
-}
+use clap::Parser;
+use quire::args::{Cli, Command, completions};
+use quire::client::error::exit;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let telemetry = quire_core::telemetry::init("quire");
-    let outcome = run_main().await;
-    telemetry.shutdown();
-    outcome
-}
-
-async fn run_main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Dev(args) => dev::run(args).await,
+async fn main() -> ExitCode {
+    // Usage errors exit 2 (clap's own convention, and the issue's).
+    let Cli { global, command } = Cli::parse();
+    match command {
+        Command::Dev(args) => {
+            // Only the server logs: a client command's output is its own.
+            let telemetry = quire_core::telemetry::init("quire");
+            let outcome = quire::dev::run(args).await;
+            telemetry.shutdown();
+            match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("Error: {e:?}");
+                    ExitCode::from(exit::OTHER)
+                }
+            }
+        }
+        Command::Completions { shell } => {
+            match std::io::stdout().lock().write_all(&completions(shell)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing the completion script: {e}");
+                    ExitCode::from(exit::OTHER)
+                }
+            }
+        }
+        command => quire::client::main(global, command).await,
     }
 }
