@@ -116,12 +116,7 @@ pub struct CreateArgs {
     pub wait: bool,
     /// With `--wait`: where to write the file (default `<id>.<ext>` here; `-` for
     /// standard output).
-    #[arg(
-        short = 'o',
-        long = "file",
-        value_name = "FILE",
-        requires = "wait"
-    )]
+    #[arg(short = 'o', long = "file", value_name = "FILE", requires = "wait")]
     pub file: Option<String>,
 }
 
@@ -190,7 +185,13 @@ mod tests {
     #[test]
     fn global_flags_are_accepted_after_the_subcommand() {
         let cli = Cli::try_parse_from([
-            "quire", "reports", "list", "--output", "json", "--server", "http://x:1",
+            "quire",
+            "reports",
+            "list",
+            "--output",
+            "json",
+            "--server",
+            "http://x:1",
         ])
         .expect("parses");
         assert_eq!(cli.global.output, OutputMode::Json);
@@ -199,10 +200,7 @@ mod tests {
 
     #[test]
     fn params_split_at_the_first_equals_sign() {
-        assert_eq!(
-            parse_param("q=a=b"),
-            Ok(("q".to_owned(), "a=b".to_owned()))
-        );
+        assert_eq!(parse_param("q=a=b"), Ok(("q".to_owned(), "a=b".to_owned())));
         assert!(parse_param("novalue").is_err());
         assert!(parse_param("=1").is_err());
     }

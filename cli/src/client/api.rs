@@ -186,7 +186,9 @@ impl Api {
             Err(Error::Api { status, .. })
                 if status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST =>
             {
-                return Err(Error::not_signed_in("the session has expired or was revoked"));
+                return Err(Error::not_signed_in(
+                    "the session has expired or was revoked",
+                ));
             }
             Err(e) => return Err(e),
         };
@@ -255,7 +257,8 @@ pub async fn decode<T: serde::de::DeserializeOwned>(response: Response) -> Resul
         .bytes()
         .await
         .map_err(|e| Error::BadResponse(chain(&e)))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::BadResponse(format!("not the JSON expected: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::BadResponse(format!("not the JSON expected: {e}")))
 }
 
 /// The body as a JSON document, whatever its shape (`--output json` prints it as it is).

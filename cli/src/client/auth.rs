@@ -109,8 +109,9 @@ fn password(args: &PasswordArgs, confirm: bool) -> Result<SecretString, Error> {
     };
     let first = SecretString::from(rpassword::prompt_password("Password: ").map_err(no_terminal)?);
     if confirm {
-        let again =
-            SecretString::from(rpassword::prompt_password("Password (again): ").map_err(no_terminal)?);
+        let again = SecretString::from(
+            rpassword::prompt_password("Password (again): ").map_err(no_terminal)?,
+        );
         if again.expose_secret() != first.expose_secret() {
             return Err(Error::Usage("the passwords do not match".to_owned()));
         }

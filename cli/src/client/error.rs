@@ -57,9 +57,10 @@ impl Error {
             }
             Self::Api { status, .. } if *status == StatusCode::NOT_FOUND => exit::NOT_FOUND,
             Self::ReportEnded(_) => exit::REPORT_ENDED,
-            Self::Api { .. } | Self::Unreachable { .. } | Self::BadResponse(_) | Self::Io { .. } => {
-                exit::OTHER
-            }
+            Self::Api { .. }
+            | Self::Unreachable { .. }
+            | Self::BadResponse(_)
+            | Self::Io { .. } => exit::OTHER,
         }
     }
 

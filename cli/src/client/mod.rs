@@ -56,8 +56,8 @@ async fn run(global: GlobalArgs, command: Command) -> Result<(), Error> {
             }
         },
         Command::Webhooks(command) => webhooks::run(api, command, output).await,
-        Command::Dev(_) | Command::Completions { .. } => Err(Error::Usage(
-            "not a client command".to_owned(),
-        )),
+        Command::Dev(_) | Command::Completions { .. } => {
+            Err(Error::Usage("not a client command".to_owned()))
+        }
     }
 }

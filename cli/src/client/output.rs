@@ -19,8 +19,8 @@ pub fn print(text: &str) -> Result<(), Error> {
 
 /// One JSON document on standard output, pretty-printed.
 pub fn print_json(value: &Value) -> Result<(), Error> {
-    let mut text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::io("encoding JSON", e.into()))?;
+    let mut text =
+        serde_json::to_string_pretty(value).map_err(|e| Error::io("encoding JSON", e.into()))?;
     text.push('\n');
     print(&text)
 }
@@ -119,7 +119,11 @@ impl Table {
 /// `label  value` lines, labels aligned, for one object; absent and `null` fields are
 /// left out.
 pub fn details(item: &Value, fields: &[(&str, &str)]) -> String {
-    let width = fields.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    let width = fields
+        .iter()
+        .map(|(label, _)| label.len())
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
     for (label, key) in fields {
         let value = &item[*key];

@@ -92,7 +92,10 @@ pub async fn list(api: &mut Api, args: ListArgs, output: OutputMode) -> Result<(
     if output == OutputMode::Json {
         return print_json(&page);
     }
-    let items = page["items"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let items = page["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     if items.is_empty() {
         return print("No reports.\n");
     }
@@ -166,7 +169,12 @@ pub async fn download_one(
 
 /// Follows the report until it is finished: long polls with `Prefer: wait`, a progress bar
 /// on a terminal (standard error; none with `--output json`).
-async fn wait(api: &mut Api, id: &str, mut report: Value, output: OutputMode) -> Result<Value, Error> {
+async fn wait(
+    api: &mut Api,
+    id: &str,
+    mut report: Value,
+    output: OutputMode,
+) -> Result<Value, Error> {
     let bar = progress_bar(output);
     let url = api.url(&format!("/reports/{id}"));
     loop {
@@ -204,12 +212,14 @@ fn ended_well(report: &Value) -> Result<(), Error> {
     let id = report["id"].as_str().unwrap_or("?");
     match status_of(report) {
         Some(ReportStatus::Completed) => Ok(()),
-        Some(ReportStatus::Cancelled) => Err(Error::ReportEnded(format!(
-            "report {id} was cancelled"
-        ))),
+        Some(ReportStatus::Cancelled) => {
+            Err(Error::ReportEnded(format!("report {id} was cancelled")))
+        }
         Some(ReportStatus::Failed) => Err(Error::ReportEnded(format!(
             "report {id} failed: {}",
-            report["error_message"].as_str().unwrap_or("no reason given")
+            report["error_message"]
+                .as_str()
+                .unwrap_or("no reason given")
         ))),
         _ => Err(Error::BadResponse(format!(
             "report {id} is `{}`, not finished",
@@ -265,9 +275,12 @@ fn show(report: &Value, output: OutputMode) -> Result<(), Error> {
 pub fn parameters(params: &[(String, String)]) -> Result<Value, Error> {
     let mut object = BTreeMap::new();
     for (key, raw) in params {
-        let value = serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.clone()));
+        let value =
+            serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.clone()));
         if object.insert(key.clone(), value).is_some() {
-            return Err(Error::Usage(format!("--param `{key}` is given more than once")));
+            return Err(Error::Usage(format!(
+                "--param `{key}` is given more than once"
+            )));
         }
     }
     Ok(json!(object))

@@ -48,7 +48,11 @@ async fn create(
 ) -> Result<(), Error> {
     let route = api.url("/webhooks");
     let body = json!({"url": url, "events": events});
-    let webhook = document(api.send_authed(|http| http.post(&route).json(&body)).await?).await?;
+    let webhook = document(
+        api.send_authed(|http| http.post(&route).json(&body))
+            .await?,
+    )
+    .await?;
     if output == OutputMode::Json {
         return print_json(&webhook);
     }
@@ -88,7 +92,15 @@ async fn deliveries(api: &mut Api, id: &str, output: OutputMode) -> Result<(), E
         return print("No deliveries.\n");
     }
     // The columns a delivery is known to have; `--output json` shows everything.
-    let columns = ["id", "event", "report_id", "status", "attempts", "response_status", "created_at"];
+    let columns = [
+        "id",
+        "event",
+        "report_id",
+        "status",
+        "attempts",
+        "response_status",
+        "created_at",
+    ];
     let present: Vec<&str> = columns
         .into_iter()
         .filter(|key| items.iter().any(|item| item.get(*key).is_some()))
@@ -103,5 +115,8 @@ async fn deliveries(api: &mut Api, id: &str, output: OutputMode) -> Result<(), E
 }
 
 fn items(page: &Value) -> &[Value] {
-    page["items"].as_array().map(Vec::as_slice).unwrap_or_default()
+    page["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
