@@ -46,6 +46,7 @@ impl Setup {
             retention: Default::default(),
             quota_unfinished: 20,
             quota_per_hour: 500,
+            max_wait: Duration::from_secs(60),
         })
         .await
         .unwrap();

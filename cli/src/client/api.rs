@@ -107,19 +107,6 @@ impl Api {
         }
     }
 
-    /// Like [`Api::send_authed`] when signed in to this server, else anonymous: for
-    /// routes that work either way (the catalogue).
-    pub async fn send_maybe_authed(
-        &mut self,
-        build: impl Fn(&reqwest::Client) -> RequestBuilder,
-    ) -> Result<Response, Error> {
-        match self.session() {
-            Ok(_) => self.send_authed(build).await,
-            Err(Error::NotSignedIn(_)) => self.send(build(&self.http)).await,
-            Err(e) => Err(e),
-        }
-    }
-
     /// Signs in and stores the session.
     pub async fn sign_in(&mut self, email: &str, password: &str) -> Result<&Credentials, Error> {
         let request = self

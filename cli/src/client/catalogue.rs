@@ -10,7 +10,7 @@ use crate::args::OutputMode;
 /// `GET /report-types`: each type, its formats and its parameters.
 pub async fn types(api: &mut Api, output: OutputMode) -> Result<(), Error> {
     let url = api.url("/report-types");
-    let page = document(api.send_maybe_authed(|http| http.get(&url)).await?).await?;
+    let page = document(api.send_authed(|http| http.get(&url)).await?).await?;
     if output == OutputMode::Json {
         return print_json(&page);
     }
@@ -28,7 +28,7 @@ pub async fn types(api: &mut Api, output: OutputMode) -> Result<(), Error> {
 /// `GET /data-sources`: the sources `dataset` reports can name.
 pub async fn sources(api: &mut Api, output: OutputMode) -> Result<(), Error> {
     let url = api.url("/data-sources");
-    let page = document(api.send_maybe_authed(|http| http.get(&url)).await?).await?;
+    let page = document(api.send_authed(|http| http.get(&url)).await?).await?;
     if output == OutputMode::Json {
         return print_json(&page);
     }
