@@ -78,14 +78,15 @@ token=$(curl -sf -X POST "$api/auth/signin" -H 'content-type: application/json' 
   -d "{\"email\":\"$email\",\"password\":\"correct horse battery\"}" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 # Signing out everywhere would revoke the token the run signs in with.
-"$venv/bin/schemathesis" run "$api/openapi.json" \
+# Run from the work directory: schemathesis keeps a cache (.schemathesis/) where it runs.
+(cd "$work" && "$venv/bin/schemathesis" run "$api/openapi.json" \
   --header "Authorization: Bearer $token" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
   --exclude-path /auth/signout-all \
   --max-examples "$MAX_EXAMPLES" \
   --seed 1 \
   --request-timeout 10 \
-  --no-color 2>&1 | tee "$work/schemathesis.log"
+  --no-color) 2>&1 | tee "$work/schemathesis.log"
 status=${PIPESTATUS[0]}
 if [[ $status != 0 ]]; then
   echo "schemathesis failed (exit $status); quire dev's log:" >&2
