@@ -42,7 +42,9 @@ pub fn spawn(
             tasks.spawn(dispatcher.run(shutdown.clone()));
         }
         // Only a TLS backend that cannot start; the API still serves everything else.
-        Err(e) => tracing::error!(error = %e, "webhook dispatcher could not start; no webhooks are sent"),
+        Err(e) => {
+            tracing::error!(error = %e, "webhook dispatcher could not start; no webhooks are sent")
+        }
     }
     tasks
 }

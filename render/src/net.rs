@@ -313,13 +313,22 @@ mod tests {
 
     #[test]
     fn the_development_policy_allows_loopback_and_private_addresses() {
-        for ip in ["127.0.0.1", "::1", "10.1.2.3", "192.168.0.10", "fd12::1", "8.8.8.8"] {
+        for ip in [
+            "127.0.0.1",
+            "::1",
+            "10.1.2.3",
+            "192.168.0.10",
+            "fd12::1",
+            "8.8.8.8",
+        ] {
             let ip: IpAddr = ip.parse().expect("a valid IP address");
             assert!(!is_cloud_metadata(ip), "{ip}");
             assert_eq!(AddressPolicy::NoCloudMetadata.check(ip), Ok(()));
         }
         let loopback: IpAddr = "127.0.0.1".parse().expect("a valid IP address");
-        let refused = AddressPolicy::PublicOnly.check(loopback).expect_err("refused");
+        let refused = AddressPolicy::PublicOnly
+            .check(loopback)
+            .expect_err("refused");
         assert!(!refused.metadata);
         assert_eq!(refused.to_string(), "127.0.0.1 is not a public address");
     }

@@ -393,14 +393,17 @@ mod tests {
     fn events_must_be_known_and_at_least_one() {
         let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         assert_eq!(
-            parse_events(&names(&["report.failed", "report.completed", "report.failed"]))
-                .ok()
-                .unwrap(),
+            parse_events(&names(&[
+                "report.failed",
+                "report.completed",
+                "report.failed"
+            ]))
+            .ok()
+            .unwrap(),
             [WebhookEvent::ReportFailed, WebhookEvent::ReportCompleted]
         );
         assert!(parse_events(&[]).is_err());
-        let Err(ApiError::UnprocessableEntity(message)) =
-            parse_events(&names(&["report.started"]))
+        let Err(ApiError::UnprocessableEntity(message)) = parse_events(&names(&["report.started"]))
         else {
             panic!("an unknown event was accepted");
         };

@@ -277,7 +277,11 @@ impl Dispatcher {
         let Some(error) = sent.error else {
             let response_status = response_status.unwrap_or(200);
             if store
-                .record_attempt(delivery.id, &AttemptOutcome::Delivered { response_status }, now)
+                .record_attempt(
+                    delivery.id,
+                    &AttemptOutcome::Delivered { response_status },
+                    now,
+                )
                 .await?
             {
                 metrics.webhook_delivery("delivered");
@@ -361,7 +365,10 @@ fn refusal_message(refused: &RefusedAddress) -> String {
 fn status_message(status: StatusCode) -> String {
     let reason = status.canonical_reason().unwrap_or("");
     if status.is_redirection() {
-        format!("the endpoint answered {} {reason}; redirects are not followed", status.as_u16())
+        format!(
+            "the endpoint answered {} {reason}; redirects are not followed",
+            status.as_u16()
+        )
     } else {
         format!("the endpoint answered {} {reason}", status.as_u16())
             .trim_end()

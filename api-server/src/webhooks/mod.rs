@@ -101,6 +101,18 @@ pub struct WebhookArgs {
     pub webhook_first_retry: Duration,
 }
 
+/// The documented defaults (as if no flag or variable were given).
+impl Default for WebhookArgs {
+    fn default() -> Self {
+        let settings = WebhookSettings::default();
+        Self {
+            webhook_allow_private: settings.allow_private,
+            webhook_retry_for: settings.retry_for,
+            webhook_first_retry: settings.first_retry,
+        }
+    }
+}
+
 impl WebhookArgs {
     pub fn settings(&self) -> WebhookSettings {
         WebhookSettings {
@@ -246,9 +258,15 @@ mod tests {
             ("https://10.0.0.8/hook", DestinationError::NotPublic),
             ("https://[::1]/hook", DestinationError::NotPublic),
             ("https://[::ffff:192.168.0.1]/", DestinationError::NotPublic),
-            ("https://169.254.169.254/latest", DestinationError::CloudMetadata),
+            (
+                "https://169.254.169.254/latest",
+                DestinationError::CloudMetadata,
+            ),
             ("https://[fd00:ec2::254]/", DestinationError::CloudMetadata),
-            ("https://user:pw@example.com/", DestinationError::Credentials),
+            (
+                "https://user:pw@example.com/",
+                DestinationError::Credentials,
+            ),
             ("not a url", DestinationError::NotAUrl),
         ] {
             assert_eq!(check_destination(url, &strict), Err(error), "{url}");

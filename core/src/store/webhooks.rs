@@ -36,8 +36,11 @@ pub struct DeliveryTarget {
 pub trait WebhookStore: Send + Sync {
     /// Registers an endpoint unless the user already has `max_per_user`; `None` then.
     /// [`Error::UnknownUser`](crate::Error::UnknownUser) if the user does not exist.
-    async fn insert_webhook(&self, webhook: NewWebhook, max_per_user: u32)
-    -> Result<Option<Webhook>>;
+    async fn insert_webhook(
+        &self,
+        webhook: NewWebhook,
+        max_per_user: u32,
+    ) -> Result<Option<Webhook>>;
     /// An endpoint only if `user_id` owns it.
     async fn user_webhook(&self, user_id: Uuid, id: Uuid) -> Result<Option<Webhook>>;
     /// The user's endpoints, oldest first.
@@ -458,19 +461,23 @@ impl<S: SqlDatabase> WebhookStore for S {
         on_pool!(self.sql_pool(), |pool| {
             let mut tx = pool.begin().await?;
             let disabled = match failing_since {
-                None => sqlx::query(DISABLE_WEBHOOK)
-                    .bind(id)
-                    .bind(rows::ts(now))
-                    .bind(reason)
-                    .execute(&mut *tx)
-                    .await?,
-                Some(since) => sqlx::query(DISABLE_FAILING_WEBHOOK)
-                    .bind(id)
-                    .bind(rows::ts(now))
-                    .bind(reason)
-                    .bind(rows::ts(since))
-                    .execute(&mut *tx)
-                    .await?,
+                None => {
+                    sqlx::query(DISABLE_WEBHOOK)
+                        .bind(id)
+                        .bind(rows::ts(now))
+                        .bind(reason)
+                        .execute(&mut *tx)
+                        .await?
+                }
+                Some(since) => {
+                    sqlx::query(DISABLE_FAILING_WEBHOOK)
+                        .bind(id)
+                        .bind(rows::ts(now))
+                        .bind(reason)
+                        .bind(rows::ts(since))
+                        .execute(&mut *tx)
+                        .await?
+                }
             }
             .rows_affected()
                 == 1;
