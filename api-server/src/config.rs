@@ -95,6 +95,11 @@ pub struct Config {
     #[command(flatten)]
     pub retention: quire_core::retention::RetentionArgs,
 
+    /// Completion webhooks (QUIRE_WEBHOOK_ALLOW_PRIVATE, QUIRE_WEBHOOK_RETRY_FOR,
+    /// QUIRE_WEBHOOK_FIRST_RETRY).
+    #[command(flatten)]
+    pub webhooks: quire_api::webhooks::WebhookArgs,
+
     /// bcrypt cost of password hashes (4–31).
     #[arg(long, env = "QUIRE_BCRYPT_COST", default_value_t = 12,
           value_parser = clap::value_parser!(u32).range(4..=31))]
@@ -207,6 +212,7 @@ impl Config {
             config.data_sources = quire_render::DataSources::from_file(path)
                 .with_context(|| format!("loading data sources from {}", path.display()))?;
         }
+        config.webhooks = self.webhooks.settings();
         Ok(config)
     }
 
@@ -425,6 +431,33 @@ mod tests {
             config.api_config().unwrap().refresh_family_ttl,
             Duration::from_secs(7 * 86_400)
         );
+    }
+
+    #[test]
+    fn webhooks_go_to_public_https_destinations_unless_private_ones_are_allowed() {
+        let secret = "s".repeat(32);
+        let strict = parse(&["--jwt-secret", &secret]).api_config().unwrap();
+        assert_eq!(
+            strict.webhooks,
+            quire_api::webhooks::WebhookSettings::default()
+        );
+        assert!(!strict.webhooks.allow_private);
+        assert_eq!(strict.webhooks.retry_for, Duration::from_secs(24 * 3600));
+        let dev = parse(&[
+            "--jwt-secret",
+            &secret,
+            "--webhook-allow-private",
+            "true",
+            "--webhook-retry-for",
+            "10m",
+            "--webhook-first-retry",
+            "1s",
+        ])
+        .api_config()
+        .unwrap();
+        assert!(dev.webhooks.allow_private);
+        assert_eq!(dev.webhooks.retry_for, Duration::from_secs(600));
+        assert_eq!(dev.webhooks.first_retry, Duration::from_secs(1));
     }
 
     #[test]

@@ -27,6 +27,8 @@
 //! - [`state`]: [`ApiConfig`] and [`AppState`], everything a handler can reach.
 //! - [`upkeep`]: the background work of an API process (token purge, retention, queue
 //!   depth).
+//! - [`webhooks`]: completion webhooks (Standard Webhooks): destinations, signatures and
+//!   the dispatcher that sends, retries and disables.
 //! - [`cluster`]: cluster mode's orchestrator ([`cluster::Kubernetes`]), where reports
 //!   become `ReportRequest` resources and the Kubernetes controller dispatches them.
 
@@ -35,6 +37,7 @@ pub mod cluster;
 pub mod http;
 pub mod state;
 pub mod upkeep;
+pub mod webhooks;
 
 pub use cluster::ReportRequests;
 pub use http::{ApiError, app, serve};

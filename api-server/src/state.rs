@@ -18,6 +18,7 @@ use secrecy::SecretString;
 use crate::auth::password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 use crate::auth::{AccessTokens, PasswordHasher, SigninLimiter};
 use crate::http::metrics::ApiMetrics;
+use crate::webhooks::WebhookSettings;
 
 /// Longest lifetime of a download link, the same ceiling as an S3 presigned URL.
 pub const MAX_DOWNLOAD_URL_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -67,6 +68,8 @@ pub struct ApiConfig {
     /// The operator's data sources: listed at `GET /data-sources` (names, titles and
     /// columns only), and a dataset report naming any other is refused.
     pub data_sources: DataSources,
+    /// Completion webhooks: allowed destinations, retries, the per-user cap.
+    pub webhooks: WebhookSettings,
 }
 
 impl ApiConfig {
@@ -75,7 +78,8 @@ impl ApiConfig {
     /// 15-minute download links, 64 KiB bodies, 5 sign-ins per account and address and 20
     /// per address each minute, 20 sign-ups per address an hour, no trusted proxies,
     /// 30-second request timeout, 20 unfinished reports and 500 an hour per user, requests
-    /// held by `Prefer: wait` up to 60 seconds, no data sources.
+    /// held by `Prefer: wait` up to 60 seconds, no data sources, and webhooks to public
+    /// https destinations only (see [`WebhookSettings::default`]).
     pub fn new(jwt_secret: SecretString) -> Self {
         Self {
             jwt_secret,
@@ -98,6 +102,7 @@ impl ApiConfig {
             quota_per_hour: 500,
             max_wait: Duration::from_secs(60),
             data_sources: DataSources::empty(),
+            webhooks: WebhookSettings::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! What an API process runs in the background besides its orchestrator, the same in
 //! `api-server` and `quire dev`: the purge of dead refresh tokens, the retention pass
-//! ([`quire_core::retention`]) and the sampling of the work queue's depth for `/metrics`.
+//! ([`quire_core::retention`]), the sampling of the work queue's depth for `/metrics` and
+//! the webhook [`Dispatcher`].
 
 use quire_core::metrics::QueueMetrics;
 use quire_core::retention::{Retention, RetentionPolicy};
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::tokens::{PURGE_EVERY, purge_periodically};
 use crate::state::AppState;
+use crate::webhooks::Dispatcher;
 
 /// Starts the background work on `state`'s store, storage and queue; every task ends when
 /// `shutdown` fires.
@@ -35,5 +37,14 @@ pub fn spawn(
         QueueMetrics::SAMPLE_EVERY,
         shutdown.clone(),
     ));
+    match Dispatcher::new(state.clone()) {
+        Ok(dispatcher) => {
+            tasks.spawn(dispatcher.run(shutdown.clone()));
+        }
+        // Only a TLS backend that cannot start; the API still serves everything else.
+        Err(e) => {
+            tracing::error!(error = %e, "webhook dispatcher could not start; no webhooks are sent")
+        }
+    }
     tasks
 }

@@ -19,7 +19,11 @@ fn args(data_dir: &std::path::Path) -> DevArgs {
         retention: Default::default(),
         quota_unfinished: 20,
         quota_per_hour: 500,
+<<<<<<< HEAD
         max_wait: Duration::from_secs(60),
+=======
+        webhooks: Default::default(),
+>>>>>>> 380a5fc (Webhook settings on api-server and quire dev (QUIRE_WEBHOOK_ALLOW_PRIVATE, _RETRY_FOR, _FIRST_RETRY), chart value, README and ARCHITECTURE; end-to-end tests with a local receiver, signatures checked by the standardwebhooks crate)
     }
 }
 
@@ -338,4 +342,67 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     found
+}
+
+#[tokio::test]
+async fn a_completed_report_is_announced_to_a_signed_webhook() {
+    // A receiver on loopback, allowed as QUIRE_WEBHOOK_ALLOW_PRIVATE=true allows it.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    tx.send((headers, body)).unwrap();
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = start(&DevArgs {
+        webhooks: quire_api::webhooks::WebhookArgs {
+            webhook_allow_private: true,
+            ..Default::default()
+        },
+        ..args(dir.path())
+    })
+    .await
+    .unwrap();
+    let client =
+        Session::signup_and_signin(format!("http://{}", dev.addr), "mary@example.com").await;
+    let r = client
+        .http
+        .post(format!("{}/webhooks", client.base))
+        .bearer_auth(&client.token)
+        .json(&json!({"url": hook, "events": ["report.completed"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let webhook: Value = r.json().await.unwrap();
+    let secret = webhook["secret"].as_str().unwrap();
+
+    let id = client
+        .request(json!({"report_type": "activity", "format": "csv", "parameters": {"days": 1}}))
+        .await;
+    client.wait_completed(&id).await;
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(15), rx.recv())
+        .await
+        .expect("the webhook arrives")
+        .unwrap();
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&body, &headers)
+        .expect("signed per Standard Webhooks");
+    let payload: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(payload["type"], "report.completed");
+    assert_eq!(payload["data"]["id"], id);
+    assert_eq!(payload["data"]["status"], "completed");
+    dev.stop().await;
 }

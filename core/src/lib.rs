@@ -26,7 +26,7 @@ pub mod store;
 pub mod telemetry;
 
 pub use keys::derive_key;
-pub use quire_crds::{ReportFormat, ReportStatus, ReportType, WorkMessage, model};
+pub use quire_crds::{ReportFormat, ReportStatus, ReportType, WorkMessage, model, webhook};
 
 /// Errors at the seams. Callers map them to HTTP statuses or retry decisions.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@ mod message;
 pub mod model;
 mod parameters;
 pub mod report_request;
+pub mod webhook;
 
 pub use message::{WORK_MESSAGE_VERSION, WorkMessage};
 pub use parameters::{

@@ -65,6 +65,7 @@ mod csv_cell;
 mod dataset;
 mod error;
 mod fetch;
+pub mod net;
 mod output;
 mod pdf;
 mod profile;

@@ -8,7 +8,9 @@
 //!   `busy`, `error`) and `quire_token_refreshes_total{outcome}` (`success`, `invalid`,
 //!   `reused`, `error`);
 //! - `quire_reports_created_total{type,format}`;
-//! - `quire_quota_refusals_total{limit}` (`unfinished`, `per_hour`).
+//! - `quire_quota_refusals_total{limit}` (`unfinished`, `per_hour`);
+//! - `quire_webhook_deliveries_total{outcome}` (`delivered`, `retried`, `failed`): webhook
+//!   delivery attempts by what they came to.
 
 use std::time::Instant;
 
@@ -67,6 +69,7 @@ pub struct ApiMetrics {
     refreshes: Family<OutcomeLabels, Counter>,
     reports_created: Family<ReportLabels, Counter>,
     quota_refusals: Family<LimitLabels, Counter>,
+    webhook_deliveries: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for ApiMetrics {
@@ -78,6 +81,7 @@ impl Default for ApiMetrics {
             refreshes: Family::default(),
             reports_created: Family::default(),
             quota_refusals: Family::default(),
+            webhook_deliveries: Family::default(),
         }
     }
 }
@@ -115,6 +119,11 @@ impl ApiMetrics {
             "Report requests refused by a per-user quota, by limit",
             self.quota_refusals.clone(),
         );
+        registry.register(
+            "quire_webhook_deliveries",
+            "Webhook delivery attempts, by outcome (delivered, retried, failed)",
+            self.webhook_deliveries.clone(),
+        );
     }
 
     pub fn signin(&self, outcome: &'static str) {
@@ -133,6 +142,13 @@ impl ApiMetrics {
                 r#type: report_type.as_str(),
                 format: format.as_str(),
             })
+            .inc();
+    }
+
+    /// A webhook delivery attempt came to `outcome`: `delivered`, `retried` or `failed`.
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

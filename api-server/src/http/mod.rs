@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod prefer;
 pub mod reports;
+pub mod webhooks;
 
 pub use auth::AuthUser;
 pub use error::{ApiError, Json};
@@ -44,6 +45,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(reports::router())
         .merge(catalogue::router())
         .merge(me::router())
+        .merge(webhooks::router())
         .merge(health::router())
         .split_for_parts();
     openapi::complete(&mut document);

@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 mod view;
 
-pub use view::ReportView;
-use view::{download_link, view};
+use view::download_link;
+pub use view::{ReportView, view};
 
 use super::auth::{AuthUser, Bearer};
 use super::error::{ApiError, ErrorBody, Json, Path, Query};

@@ -68,6 +68,13 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ApiConfig)) -> TestApp {
     spawn(store, Some(pg), queue, Vec::new(), None, configure).await
 }
 
+/// Another app on `pg`'s database, as a restarted (or second) API process would be.
+pub async fn spawn_app_on(pg: Arc<PgStore>, configure: impl FnOnce(&mut ApiConfig)) -> TestApp {
+    let queue = Arc::new(DatabaseQueue::postgres(pg.pool().clone()));
+    let store: Arc<dyn RecordStore> = pg.clone();
+    spawn(store, Some(pg), queue, Vec::new(), None, configure).await
+}
+
 /// [`spawn_app`] whose dispatcher always fails, as when the work queue is down.
 pub async fn spawn_app_with_failing_dispatch() -> TestApp {
     let pg = quire_testing::fresh_postgres().await;

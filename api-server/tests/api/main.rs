@@ -20,3 +20,4 @@ mod reports;
 mod security;
 mod sqlite;
 mod tokens;
+mod webhooks;

@@ -23,13 +23,16 @@ mod rows;
 mod sql;
 pub mod sqlite;
 pub(crate) mod timestamp;
+pub mod webhooks;
 
 pub use postgres::{PgStore, PoolSettings};
 pub use sqlite::SqliteStore;
+pub use webhooks::{DeliveryTarget, WebhookStore};
 
-/// Users, refresh tokens and reports. See the module docs for the concurrency contract.
+/// Users, refresh tokens and reports (and, through [`WebhookStore`], webhook endpoints and
+/// their deliveries). See the module docs for the concurrency contract.
 #[async_trait]
-pub trait RecordStore: Send + Sync + 'static {
+pub trait RecordStore: WebhookStore + Send + Sync + 'static {
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> Result<()>;
 

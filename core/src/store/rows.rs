@@ -176,7 +176,7 @@ impl CountRow {
     }
 }
 
-fn parse_column<T>(column: &str, text: &str) -> Result<T, Error>
+pub(super) fn parse_column<T>(column: &str, text: &str) -> Result<T, Error>
 where
     T: std::str::FromStr,
     T::Err: std::error::Error + Send + Sync + 'static,

@@ -9,9 +9,8 @@
 //!
 //! - redirects are followed only within the source's origin ([`redirect`]);
 //! - unless the source sets `allow_private = true`, every address its host resolves to must
-//!   be public ([`address`]), checked in the resolver of the client that connects.
+//!   be public ([`crate::net`]), checked in the resolver of the client that connects.
 
-mod address;
 mod redirect;
 
 use std::error::Error as StdError;
@@ -21,7 +20,7 @@ use url::Host;
 use crate::error::RenderError;
 use crate::sources::DataSource;
 
-use address::{PrivateAddress, PublicOnlyResolver};
+use crate::net::{self, AddressPolicy, CheckedResolver, RefusedAddress};
 pub use redirect::{MAX_REDIRECTS, RedirectRefusal};
 
 /// The HTTP client data sources are fetched with; [`crate::fetch_dataset`] takes one.
@@ -42,7 +41,8 @@ pub use redirect::{MAX_REDIRECTS, RedirectRefusal};
 /// reused for a public-only one. Cheap to clone: clones share the pools.
 #[derive(Clone, Debug)]
 pub struct FetchClient {
-    /// For sources on public hosts: resolves through [`PublicOnlyResolver`].
+    /// For sources on public hosts: resolves through a [`CheckedResolver`] allowing only
+    /// public addresses.
     public_only: reqwest::Client,
     /// For sources with `allow_private = true`: the system resolver, unchecked.
     any_address: reqwest::Client,
@@ -61,7 +61,9 @@ impl FetchClient {
                 .no_proxy()
         };
         Ok(Self {
-            public_only: builder().dns_resolver(PublicOnlyResolver).build()?,
+            public_only: builder()
+                .dns_resolver(CheckedResolver::new(AddressPolicy::PublicOnly))
+                .build()?,
             any_address: builder().build()?,
         })
     }
@@ -80,7 +82,7 @@ impl FetchClient {
                 Some(Host::Domain(_)) | None => None,
             };
             if let Some(ip) = literal {
-                address::check(ip).map_err(|_| RenderError::PrivateAddress {
+                net::check(ip).map_err(|_| RenderError::PrivateAddress {
                     name: source.name().to_owned(),
                 })?;
             }
@@ -97,7 +99,7 @@ impl FetchClient {
 pub(crate) fn refusal(source: &str, e: &reqwest::Error) -> Option<RenderError> {
     let mut cause: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(error) = cause {
-        if error.is::<PrivateAddress>() {
+        if error.is::<RefusedAddress>() {
             return Some(RenderError::PrivateAddress {
                 name: source.to_owned(),
             });
