@@ -38,11 +38,8 @@ async fn main() {
         // The pipeline's capacity, not one user's quota.
         quota_unfinished: 0,
         quota_per_hour: 0,
-<<<<<<< HEAD
         max_wait: std::time::Duration::from_secs(60),
-=======
         webhooks: Default::default(),
->>>>>>> 380a5fc (Webhook settings on api-server and quire dev (QUIRE_WEBHOOK_ALLOW_PRIVATE, _RETRY_FOR, _FIRST_RETRY), chart value, README and ARCHITECTURE; end-to-end tests with a local receiver, signatures checked by the standardwebhooks crate)
     })
     .await
     .unwrap();

@@ -49,17 +49,14 @@ pub struct DevArgs {
     /// Reports a user may create per hour (0: no limit).
     #[arg(long, env = "QUIRE_QUOTA_PER_HOUR", default_value_t = 500)]
     pub quota_per_hour: u32,
-<<<<<<< HEAD
     /// Longest a request may be held by `Prefer: wait=N` (0 turns waiting off).
     #[arg(long, env = "QUIRE_MAX_WAIT", default_value = "60s",
           value_parser = quire_core::duration::parse)]
     pub max_wait: Duration,
-=======
     /// Completion webhooks (QUIRE_WEBHOOK_ALLOW_PRIVATE, QUIRE_WEBHOOK_RETRY_FOR,
     /// QUIRE_WEBHOOK_FIRST_RETRY).
     #[command(flatten)]
     pub webhooks: quire_api::webhooks::WebhookArgs,
->>>>>>> 380a5fc (Webhook settings on api-server and quire dev (QUIRE_WEBHOOK_ALLOW_PRIVATE, _RETRY_FOR, _FIRST_RETRY), chart value, README and ARCHITECTURE; end-to-end tests with a local receiver, signatures checked by the standardwebhooks crate)
 }
 
 /// A running `quire dev`: tests start one on port 0 and stop it with [`Dev::stop`].
@@ -147,12 +144,9 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
     ));
     let mut config = ApiConfig::new(SecretString::from(jwt_secret));
     (config.quota_unfinished, config.quota_per_hour) = (args.quota_unfinished, args.quota_per_hour);
-<<<<<<< HEAD
     config.max_wait = args.max_wait;
     config.data_sources = sources.clone();
-=======
     config.webhooks = args.webhooks.settings();
->>>>>>> 380a5fc (Webhook settings on api-server and quire dev (QUIRE_WEBHOOK_ALLOW_PRIVATE, _RETRY_FOR, _FIRST_RETRY), chart value, README and ARCHITECTURE; end-to-end tests with a local receiver, signatures checked by the standardwebhooks crate)
     let state = AppState::new(
         config,
         store.clone(),

@@ -47,6 +47,7 @@ impl Setup {
             quota_unfinished: 20,
             quota_per_hour: 500,
             max_wait: Duration::from_secs(60),
+            webhooks: Default::default(),
         })
         .await
         .unwrap();

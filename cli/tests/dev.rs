@@ -19,11 +19,8 @@ fn args(data_dir: &std::path::Path) -> DevArgs {
         retention: Default::default(),
         quota_unfinished: 20,
         quota_per_hour: 500,
-<<<<<<< HEAD
         max_wait: Duration::from_secs(60),
-=======
         webhooks: Default::default(),
->>>>>>> 380a5fc (Webhook settings on api-server and quire dev (QUIRE_WEBHOOK_ALLOW_PRIVATE, _RETRY_FOR, _FIRST_RETRY), chart value, README and ARCHITECTURE; end-to-end tests with a local receiver, signatures checked by the standardwebhooks crate)
     }
 }
 

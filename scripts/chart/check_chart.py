@@ -99,11 +99,8 @@ COMPONENT_ENV = {
         "QUIRE_RETENTION_INTERVAL",
         "QUIRE_QUOTA_UNFINISHED",
         "QUIRE_QUOTA_PER_HOUR",
-<<<<<<< HEAD
         "QUIRE_MAX_WAIT",
-=======
         "QUIRE_WEBHOOK_RETRY_FOR",
->>>>>>> 380a5fc (Webhook settings on api-server and quire dev (QUIRE_WEBHOOK_ALLOW_PRIVATE, _RETRY_FOR, _FIRST_RETRY), chart value, README and ARCHITECTURE; end-to-end tests with a local receiver, signatures checked by the standardwebhooks crate)
     },
     "worker": {
         "QUIRE_HEALTH_LISTEN",
@@ -493,11 +490,8 @@ def check_common_invariants(report: Report, objects: list[dict[str, Any]], value
             "QUIRE_RETENTION_INTERVAL": effective["retention"]["interval"],
             "QUIRE_QUOTA_UNFINISHED": effective["quotas"]["unfinished"],
             "QUIRE_QUOTA_PER_HOUR": effective["quotas"]["perHour"],
-<<<<<<< HEAD
             "QUIRE_MAX_WAIT": effective["apiServer"]["maxWait"],
-=======
             "QUIRE_WEBHOOK_RETRY_FOR": effective["webhooks"]["retryFor"],
->>>>>>> 380a5fc (Webhook settings on api-server and quire dev (QUIRE_WEBHOOK_ALLOW_PRIVATE, _RETRY_FOR, _FIRST_RETRY), chart value, README and ARCHITECTURE; end-to-end tests with a local receiver, signatures checked by the standardwebhooks crate)
             # ReportRequests exist only with the kubernetes orchestrator.
             "QUIRE_REPORT_REQUEST_TTL": effective["reportRequests"]["ttlSecondsAfterFinished"]
             if effective["apiServer"]["orchestrator"] == "kubernetes"

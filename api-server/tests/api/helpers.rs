@@ -384,11 +384,3 @@ pub fn unsigned_token(claims: &Value) -> String {
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
     format!("{header}.{payload}.")
 }
-
-/// [`spawn_app`] on `pg`, e.g. a store connected through a
-/// [`FaultProxy`](quire_testing::proxy::FaultProxy) to stage a database outage.
-pub async fn spawn_app_on(pg: Arc<PgStore>) -> TestApp {
-    let queue = Arc::new(DatabaseQueue::postgres(pg.pool().clone()));
-    let store: Arc<dyn RecordStore> = pg.clone();
-    spawn(store, Some(pg), queue, Vec::new(), None, |_| {}).await
-}

@@ -236,9 +236,10 @@ async fn a_database_outage_answers_held_requests_at_once_and_waiting_works_after
         .clone()
         .host("127.0.0.1")
         .port(proxy.addr().port());
-    let app = crate::helpers::spawn_app_on(std::sync::Arc::new(
-        PgStore::connect_with(proxied, 5).await.unwrap(),
-    ))
+    let app = crate::helpers::spawn_app_on(
+        std::sync::Arc::new(PgStore::connect_with(proxied, 5).await.unwrap()),
+        |_| {},
+    )
     .await;
     let user = app.user().await;
     let report = app.activity_report(&user, 7).await;
