@@ -13,18 +13,11 @@ use futures::Stream;
 use kube::runtime::reflector::{ObjectRef, Store};
 use quire_crds::ReportRequest;
 use quire_crds::report_request::Phase;
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
-/// The channel the trigger notifies on.
-pub const CHANNEL: &str = quire_core::store::changes::CHANNEL;
-
-/// A connection listening on [`CHANNEL`].
-pub async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
-}
+/// The channel the trigger notifies on, and a connection listening on it: the same the
+/// API's held requests are woken by.
+pub use quire_core::store::changes::{CHANNEL, listen};
 
 /// The requests whose reports changed, looked up in the controller's cache: by name (the
 /// API server names a request after its report id), else by the report id in its spec or

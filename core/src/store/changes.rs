@@ -97,7 +97,7 @@ impl ReportChanges {
                 ChangeFeed::Local(sender) => Source::Local(sender.subscribe()),
                 ChangeFeed::Postgres(pool) => Source::Postgres(pool.clone()),
             };
-            tokio::spawn(listen(source, Arc::downgrade(&self.hub), stop.clone()));
+            tokio::spawn(pump(source, Arc::downgrade(&self.hub), stop.clone()));
             stop.drop_guard()
         });
         let notify = self
@@ -173,7 +173,7 @@ enum Source {
 }
 
 /// Delivers the feed's notifications to the hub's waiters until the hub is gone.
-async fn listen(source: Source, hub: std::sync::Weak<Hub>, stop: CancellationToken) {
+async fn pump(source: Source, hub: std::sync::Weak<Hub>, stop: CancellationToken) {
     match source {
         Source::Local(mut changes) => loop {
             let next = tokio::select! {
@@ -193,7 +193,7 @@ async fn listen(source: Source, hub: std::sync::Weak<Hub>, stop: CancellationTok
                 if listener.is_none() {
                     let connected = tokio::select! {
                         () = stop.cancelled() => return,
-                        connected = connect(&pool) => connected,
+                        connected = listen(&pool) => connected,
                     };
                     match connected {
                         Ok(l) => {
@@ -239,7 +239,8 @@ async fn listen(source: Source, hub: std::sync::Weak<Hub>, stop: CancellationTok
     }
 }
 
-async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+/// A connection listening on [`CHANNEL`] (the controller's wake-ups use it too).
+pub async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(CHANNEL).await?;
     Ok(listener)
