@@ -77,9 +77,12 @@ pub type Check<'a> = (
 );
 
 /// The outcome of all checks: `ok`, or `unavailable: <short reason>` per dependency.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
+    /// `ready` or `unavailable`.
+    #[schema(example = "ready")]
     pub status: &'static str,
+    /// Per dependency (`database`, `queue`, `storage`): `ok`, or `unavailable: <reason>`.
     pub checks: BTreeMap<&'static str, String>,
 }
 

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use quire_core::health::Dependencies;
+use quire_core::health::{Dependencies, Readiness};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -33,17 +33,6 @@ struct Alive {
     status: &'static str,
 }
 
-/// Readiness: `ready` when every dependency answers.
-#[derive(Serialize, utoipa::ToSchema)]
-#[allow(dead_code)] // documents the shape `quire_core::health::Readiness` serialises to
-struct ReadinessBody {
-    /// `ready` or `unavailable`.
-    #[schema(example = "ready")]
-    status: String,
-    /// Per dependency (`database`, `queue`, `storage`): `ok`, or `unavailable: <reason>`.
-    checks: std::collections::BTreeMap<String, String>,
-}
-
 /// Answer if up
 #[utoipa::path(get, path = "/ping", tag = "health",
     responses((status = 200, description = "The process answers", body = Pong)))]
@@ -63,8 +52,8 @@ async fn healthz() -> axum::Json<Alive> {
 /// Checks the database, the queue and output storage, each bounded in time.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
-        (status = 200, description = "Every dependency answers", body = ReadinessBody),
-        (status = 503, description = "A dependency does not answer", body = ReadinessBody),
+        (status = 200, description = "Every dependency answers", body = Readiness),
+        (status = 503, description = "A dependency does not answer", body = Readiness),
     ))]
 async fn readyz(State(state): State<AppState>) -> Response {
     Dependencies {
