@@ -79,7 +79,7 @@ pub use client::{FetchClient, MAX_REDIRECTS, RedirectRefusal};
 pub use dataset::{render_dataset, render_streamed_dataset};
 pub use error::{ConfigError, RenderError};
 pub use fetch::{Dataset, fetch_dataset};
-pub use profile::{ProfileData, render_profile};
+pub use profile::{ProfileData, profile_pdf, render_profile};
 pub use progress::Progress;
 pub use sources::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT, DataSource, DataSources};
 pub use stream::{StreamedDataset, download_dataset};

@@ -1,5 +1,10 @@
 //! Writing an output file atomically: a temporary file in the same directory, renamed
 //! over the destination only once it is complete.
+//!
+//! Renders write to the worker's scratch directory, not to where outputs are kept: the
+//! copy that must survive a crash is the one storage makes (`OutputStorage::put_file`
+//! syncs it, S3 acknowledges it). So the rename makes a render all-or-nothing, and nothing
+//! here waits for the disk.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -36,9 +41,9 @@ impl AtomicOutput {
         BufWriter::with_capacity(64 * 1024, self.temp.as_file_mut())
     }
 
-    /// Flushes the file to disk and moves it to `out`, replacing any file there.
+    /// Moves the file to `out`, replacing any file there (see the module docs on why it is
+    /// not synced).
     pub fn commit(self) -> Result<(), RenderError> {
-        self.temp.as_file().sync_all()?;
         self.temp
             .persist(&self.out)
             .map_err(|e| RenderError::Io(e.error))?;

@@ -29,6 +29,14 @@ pub fn render_profile(
     out: &Path,
     progress: &Progress,
 ) -> Result<(), RenderError> {
+    let bytes = profile_pdf(data, progress)?;
+    write_atomically(out, &bytes)?;
+    progress.set(100);
+    Ok(())
+}
+
+/// The profile PDF's bytes ([`render_profile`] without the file). Progress goes to 90.
+pub fn profile_pdf(data: &ProfileData, progress: &Progress) -> Result<Vec<u8>, RenderError> {
     let mut w = PdfWriter::new("Profile report", data.generated_at, PageSize::A4_PORTRAIT);
 
     w.heading("Account", 60.0);
@@ -57,9 +65,7 @@ pub fn render_profile(
 
     let bytes = w.finish()?;
     progress.set(90);
-    write_atomically(out, &bytes)?;
-    progress.set(100);
-    Ok(())
+    Ok(bytes)
 }
 
 /// Types down, statuses across, with totals on both axes.

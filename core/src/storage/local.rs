@@ -12,7 +12,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
 use super::{DownloadUrl, ObjectMeta, OutputStorage};
@@ -136,44 +135,22 @@ impl OutputStorage for LocalStorage {
     #[tracing::instrument(skip_all, fields(key))]
     async fn put_file(&self, key: &str, path: &Path, _meta: &ObjectMeta) -> Result<StoredOutput> {
         let dest = self.path_of(key)?;
-        let dir = dest
-            .parent()
-            .expect("a key always has a file name under the root");
-        tokio::fs::create_dir_all(dir).await?;
-        // Copy (streaming, hashing as we go) to a temporary name, then rename: readers see
-        // either no file or the whole file, and a repeated put replaces it atomically.
-        let tmp = dir.join(format!(".{}.partial", uuid::Uuid::new_v4().simple()));
-        let result = async {
-            let mut src = tokio::fs::File::open(path).await?;
-            let mut dst = tokio::fs::File::create(&tmp).await?;
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = src.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                dst.write_all(&buf[..n]).await?;
-                size += n as u64;
-            }
-            dst.sync_all().await?;
-            tokio::fs::rename(&tmp, &dest).await?;
-            Ok::<_, std::io::Error>((size, hex::encode(hasher.finalize())))
-        }
-        .await;
-        match result {
+        let src = path.to_owned();
+        // One trip to the blocking pool for the whole store, not one per read and write.
+        let stored = tokio::task::spawn_blocking({
+            let dest = dest.clone();
+            move || store_file(&src, &dest)
+        })
+        .await
+        .map_err(|e| Error::storage(format!("storing {key}: the blocking task failed: {e}")))?;
+        match stored {
             Ok((size, sha256)) => Ok(StoredOutput {
                 key: key.to_owned(),
                 location: dest.display().to_string(),
                 size,
                 sha256,
             }),
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(Error::storage_caused(format!("storing {key}: {e}"), e))
-            }
+            Err(e) => Err(Error::storage_caused(format!("storing {key}: {e}"), e)),
         }
     }
 
@@ -268,6 +245,34 @@ impl OutputStorage for LocalStorage {
         tokio::fs::remove_file(&probe).await?;
         Ok(())
     }
+}
+
+/// Puts `src` at `dest` under a temporary name first, then renames: readers see no file or
+/// the whole file, and a repeated put replaces it atomically. On the same file system the
+/// temporary name is a hard link to `src` (the worker's rendered file, which nobody writes
+/// again), so nothing is copied; otherwise the bytes are copied. Either way the file is
+/// synced before the rename and hashed as stored. Returns its size and SHA-256 (hex).
+fn store_file(src: &Path, dest: &Path) -> std::io::Result<(u64, String)> {
+    let dir = dest
+        .parent()
+        .expect("a key always has a file name under the root");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.partial", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        if std::fs::hard_link(src, &tmp).is_err() {
+            std::fs::copy(src, &tmp)?;
+        }
+        let mut file = std::fs::File::open(&tmp)?;
+        let mut hasher = Sha256::new();
+        let size = std::io::copy(&mut file, &mut hasher)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, dest)?;
+        Ok((size, hex::encode(hasher.finalize())))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]

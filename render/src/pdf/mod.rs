@@ -7,6 +7,7 @@
 //! the free space on the current page and moves down as content is added.
 
 mod chart;
+mod deflate;
 mod table;
 
 use chrono::{DateTime, Utc};
@@ -353,12 +354,24 @@ impl PdfWriter {
             .collect();
         let mut warnings: Vec<PdfWarnMsg> = Vec::new();
         let mut doc = PdfDocument::new(&self.title);
-        let bytes = doc
+        // Uncompressed from printpdf, then deflated here: lopdf's own pass builds a new
+        // compressor (hundreds of KiB, zeroed) per stream at the slowest level, which cost
+        // more than laying out the whole page.
+        let uncompressed = PdfSaveOptions {
+            optimize: false,
+            ..PdfSaveOptions::default()
+        };
+        let mut lopdf_doc = doc
             .with_pages(pages)
-            .save(&PdfSaveOptions::default(), &mut warnings);
+            .to_lopdf_document(&uncompressed, &mut warnings);
         for warning in &warnings {
             tracing::debug!(page = warning.page, op = warning.op_id, msg = %warning.msg, "printpdf warning");
         }
+        deflate::compress_streams(&mut lopdf_doc)?;
+        let mut bytes = Vec::with_capacity(8 * 1024);
+        lopdf_doc
+            .save_to(&mut bytes)
+            .map_err(|e| RenderError::Pdf(format!("writing the PDF failed: {e}")))?;
         if bytes.is_empty() {
             return Err(RenderError::Pdf(
                 "printpdf produced an empty document".into(),
