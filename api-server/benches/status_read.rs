@@ -2,11 +2,12 @@
 //!
 //! The app runs in this process on a fresh database of the server `DATABASE_URL` names
 //! (`scripts/bench/status.sh` starts a throwaway one), with the production pool size
-//! (`QUIRE_DB_MAX_CONNECTIONS`, default 10). 64 keep-alive clients poll one report's status
-//! for 10 s; then `pgbench -S` (select-only, 64 clients, 2 threads) runs for 10 s on the same
+//! (`QUIRE_DB_MAX_CONNECTIONS`, default 10). 64 keep-alive connections poll one report's
+//! status for 10 s; then `pgbench -S` (select-only, 64 clients, 2 threads) runs for 10 s on the same
 //! server. Printed: requests/s, p50 and p99 of the API; transactions/s of pgbench; and the
-//! ratio. Targets (issue 13): ratio ≥ 0.5, p99 ≤ 10 ms. The load generator shares the
-//! machine's cores with the server, as pgbench does with Postgres.
+//! ratio. Targets (issue 13): ratio ≥ 0.5, p99 ≤ 10 ms. The load generator is `wrk` (2
+//! threads, `--latency`), a C client in a process of its own as pgbench's is; both share
+//! the machine's cores with the server they load.
 //!
 //! ```sh
 //! scripts/bench/status.sh
@@ -17,8 +18,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quire_core::queue::DatabaseQueue;
 use quire_core::store::{PgStore, PoolSettings};
@@ -41,9 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let base = common::serve_on(common::config(4), Arc::new(store), queue, dir.path()).await?;
 
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(CLIENTS)
-        .build()?;
+    let http = reqwest::Client::new();
     let token = common::access_token(&http, &base, "status@example.com").await?;
     let report: Value = http
         .post(format!("{base}/reports"))
@@ -55,42 +53,10 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let url = format!("{base}/reports/{}", report["id"].as_str().unwrap());
 
-    // Warm up the connections, then measure.
-    let poll = |http: reqwest::Client, url: String, token: String, stop: Arc<AtomicBool>| async move {
-        let mut latencies = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            let started = Instant::now();
-            let response = http.get(&url).bearer_auth(&token).send().await.unwrap();
-            assert!(response.status().is_success(), "{}", response.status());
-            response.bytes().await.unwrap();
-            latencies.push(started.elapsed());
-        }
-        latencies
-    };
-    let warm = Arc::new(AtomicBool::new(false));
-    let warmers: Vec<_> = (0..CLIENTS)
-        .map(|_| tokio::spawn(poll(http.clone(), url.clone(), token.clone(), warm.clone())))
-        .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    warm.store(true, Ordering::Relaxed);
-    for warmer in warmers {
-        warmer.await?;
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| tokio::spawn(poll(http.clone(), url.clone(), token.clone(), stop.clone())))
-        .collect();
-    tokio::time::sleep(RUN).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    for client in clients {
-        latencies.extend(client.await?);
-    }
-    let elapsed = started.elapsed();
-    let requests = latencies.len();
-    let api_rate = requests as f64 / elapsed.as_secs_f64();
-    let (p50, p99) = common::percentiles(latencies);
+    // wrk, like pgbench, is a C load generator in a process of its own: the same kind of
+    // client on both sides of the ratio. A 1 s run warms up the connections and the pool.
+    wrk(&url, &token, Duration::from_secs(1))?;
+    let api = wrk(&url, &token, RUN)?;
 
     let pgbench_rate = pgbench(&database)?;
     println!(
@@ -98,17 +64,82 @@ async fn main() -> anyhow::Result<()> {
         RUN.as_secs()
     );
     println!(
-        "  api-server: {api_rate:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({requests} requests)",
-        common::ms(p50),
-        common::ms(p99)
+        "  api-server (wrk -c {CLIENTS} -t 2): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} requests)",
+        api.rate, api.p50_ms, api.p99_ms, api.requests
     );
-    println!("  pgbench -S -c {CLIENTS} on the same server: {pgbench_rate:.0} tps");
+    println!("  pgbench -S -c {CLIENTS} -j 2 on the same server: {pgbench_rate:.0} tps");
     println!(
         "  ratio {:.2} (target >= 0.5); p99 {:.2} ms (target <= 10 ms)",
-        api_rate / pgbench_rate,
-        common::ms(p99)
+        api.rate / pgbench_rate,
+        api.p99_ms
     );
     Ok(())
+}
+
+/// What one wrk run measured.
+struct Wrk {
+    rate: f64,
+    requests: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `wrk --latency` with `CLIENTS` connections on 2 threads against `url` for `run`. Fails
+/// if any answer was not a success.
+fn wrk(url: &str, token: &str, run: Duration) -> anyhow::Result<Wrk> {
+    let output = std::process::Command::new("wrk")
+        .args(["--latency", "-t", "2", "-c", &CLIENTS.to_string()])
+        .args(["-d", &format!("{}s", run.as_secs())])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(url)
+        .output()
+        .map_err(|e| anyhow::anyhow!("running wrk (scripts/bench/status.sh installs it): {e}"))?;
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(
+        output.status.success() && !report.contains("Non-2xx"),
+        "wrk failed or got errors:\n{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let field = |prefix: &str| {
+        report
+            .lines()
+            .find_map(|line| {
+                line.trim()
+                    .strip_prefix(prefix)
+                    .map(str::trim)
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| anyhow::anyhow!("no `{prefix}` in wrk's report:\n{report}"))
+    };
+    let ms = |text: String| -> anyhow::Result<f64> {
+        let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+            (n, 0.001)
+        } else if let Some(n) = text.strip_suffix("ms") {
+            (n, 1.0)
+        } else if let Some(n) = text.strip_suffix('s') {
+            (n, 1000.0)
+        } else {
+            anyhow::bail!("unreadable latency {text:?}")
+        };
+        Ok(number.parse::<f64>()? * factor)
+    };
+    // "  123456 requests in 10.00s, 78.90MB read"
+    let total = report
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .split_once(" requests in ")?
+                .0
+                .parse::<u64>()
+                .ok()
+        })
+        .ok_or_else(|| anyhow::anyhow!("no request count in wrk's report:\n{report}"))?;
+    Ok(Wrk {
+        rate: field("Requests/sec:")?.parse()?,
+        requests: total,
+        p50_ms: ms(field("50%")?)?,
+        p99_ms: ms(field("99%")?)?,
+    })
 }
 
 /// `pgbench -S` on `database` of the server `DATABASE_URL` names: its transactions/s.
