@@ -143,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
     let mut finished = HashMap::with_capacity(WAITERS);
     let completing = Instant::now();
     for id in &ids {
-        let Claim::Claimed(_) = store.claim_report(*id, &lease, Utc::now()).await? else {
+        let Claim::Claimed { .. } = store.claim_report(*id, &lease, Utc::now()).await? else {
             anyhow::bail!("could not claim {id}");
         };
         let output = StoredOutput {

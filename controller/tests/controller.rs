@@ -266,7 +266,7 @@ impl Harness {
             .claim_report(report.id, &lease, Utc::now())
             .await
             .expect("claim");
-        assert!(matches!(claim, Claim::Claimed(_)), "{claim:?}");
+        assert!(matches!(claim, Claim::Claimed { .. }), "{claim:?}");
         let file = tempfile::NamedTempFile::new().expect("a temporary file");
         std::fs::write(file.path(), b"%PDF-1.7 a report").expect("write the output");
         let meta = ObjectMeta {

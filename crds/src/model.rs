@@ -227,7 +227,13 @@ pub struct Lease {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Claim {
     /// The report is now `running` under the caller's lease, `attempts` incremented.
-    Claimed(Report),
+    Claimed {
+        report: Report,
+        /// A worker claimed it before (and may have stored its output before dying or
+        /// handing it back). `false` only for a report's first claim: then there is no
+        /// earlier output to look for.
+        claimed_before: bool,
+    },
     /// Another worker holds a live lease on it.
     Leased(Report),
     /// It is `completed`, `failed` or `cancelled`: nothing to do.

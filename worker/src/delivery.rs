@@ -70,6 +70,8 @@ struct Attempt<'a> {
     report: Report,
     /// The lease owner the report was claimed as; every conditional update names it.
     owner: String,
+    /// An earlier claim may have stored the output: look for it before rendering.
+    claimed_before: bool,
     delivery: &'a Delivery,
 }
 
@@ -177,12 +179,15 @@ impl Worker {
             owner: self.lease_owner(),
             expires_at: now + self.lease_chrono(),
         };
-        let report = match self
+        let (report, claimed_before) = match self
             .store
             .claim_report(message.report_id, &lease, now)
             .await?
         {
-            Claim::Claimed(report) => report,
+            Claim::Claimed {
+                report,
+                claimed_before,
+            } => (report, claimed_before),
             Claim::Missing => {
                 let reason = format!("report {} does not exist", message.report_id);
                 return Ok((ReportLabels::UNKNOWN, self.poison(receipt, reason).await?));
@@ -202,6 +207,7 @@ impl Worker {
         let attempt = Attempt {
             report,
             owner: lease.owner,
+            claimed_before,
             delivery,
         };
         if attempt.report.attempts > self.config.max_attempts as i32 {
@@ -259,12 +265,17 @@ impl Worker {
         let _heartbeat = AbortOnDropHandle::new(tokio::spawn(heartbeat.in_current_span()));
 
         let key = output_key(&attempt.report);
-        let earlier = match self.storage.stored(&key).await {
-            Ok(earlier) => earlier,
-            Err(e) => {
-                let error = format!("looking for an earlier output failed: {e}");
-                return self.postpone(&attempt, &error).await;
+        // Only an earlier claim can have stored one (on S3 the look is a HEAD request).
+        let earlier = if attempt.claimed_before {
+            match self.storage.stored(&key).await {
+                Ok(earlier) => earlier,
+                Err(e) => {
+                    let error = format!("looking for an earlier output failed: {e}");
+                    return self.postpone(&attempt, &error).await;
+                }
             }
+        } else {
+            None
         };
         if let Some(stored) = earlier {
             tracing::info!(

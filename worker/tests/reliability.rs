@@ -399,7 +399,7 @@ async fn a_report_whose_message_was_dead_lettered_while_it_ran_is_rescued_and_co
             .claim_report(report.id, &lease, Utc::now())
             .await
             .unwrap(),
-        Claim::Claimed(_)
+        Claim::Claimed { .. }
     ));
     aws.queue
         .dead_letter(&delivery.receipt, "maxReceiveCount exceeded")

@@ -334,7 +334,7 @@ async fn a_report_whose_worker_crashed_is_picked_up_after_the_lease_expires() {
         )
         .await
         .unwrap();
-    assert!(matches!(claim, Claim::Claimed(_)));
+    assert!(matches!(claim, Claim::Claimed { .. }));
 
     // While the lease lives, nobody else gets the message.
     assert!(

@@ -307,7 +307,7 @@ impl TestApp {
             .await
             .expect("claim")
         {
-            Claim::Claimed(report) => report,
+            Claim::Claimed { report, .. } => report,
             other => panic!("could not claim the report: {other:?}"),
         };
         let dir = tempfile::tempdir().expect("a temporary directory");

@@ -198,7 +198,7 @@ async fn failed_report(app: &TestApp, user: &TestUser) -> Uuid {
         owner: "test-worker".into(),
         expires_at: now + chrono::Duration::minutes(5),
     };
-    let Claim::Claimed(_) = app.store.claim_report(id, &lease, now).await.unwrap() else {
+    let Claim::Claimed { .. } = app.store.claim_report(id, &lease, now).await.unwrap() else {
         panic!("could not claim the report");
     };
     let failed = app

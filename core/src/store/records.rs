@@ -626,7 +626,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
                 // Retried only if the report became claimable between the update and the
                 // read back (its holder released it in between).
                 for _ in 0..3 {
-                    let row: Option<rows::ReportRow> = sqlx::query_as(sql::CLAIM_REPORT)
+                    let row: Option<rows::ClaimedRow> = sqlx::query_as(sql::CLAIM_REPORT)
                         .bind(id)
                         .bind(&lease.owner)
                         .bind(rows::ts(lease.expires_at))
@@ -634,7 +634,10 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
                         .fetch_optional(pool)
                         .await?;
                     if let Some(row) = row {
-                        return Ok(Claim::Claimed(row.into_report()?));
+                        return Ok(Claim::Claimed {
+                            report: row.report.into_report()?,
+                            claimed_before: row.claims > 1,
+                        });
                     }
                     let Some(report) = self.report(id).await? else {
                         return Ok(Claim::Missing);
@@ -656,7 +659,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         }
         .await;
         announced(self, id, outcome, |outcome| {
-            matches!(outcome, Claim::Claimed(_))
+            matches!(outcome, Claim::Claimed { .. })
         })
     }
 

@@ -108,6 +108,14 @@ pub(super) struct ReportRow {
     traceparent: Option<String>,
 }
 
+/// A claimed [`ReportRow`] with its `claims`, the claim that returned it included.
+#[derive(sqlx::FromRow)]
+pub(super) struct ClaimedRow {
+    #[sqlx(flatten)]
+    pub(super) report: ReportRow,
+    pub(super) claims: i32,
+}
+
 /// A [`ReportRow`] with its owner's token generation.
 #[derive(sqlx::FromRow)]
 pub(super) struct ReportAndGenerationRow {

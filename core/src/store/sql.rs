@@ -179,14 +179,17 @@ pub(super) const RESCUE_FAIL: &str = concat!(
     report_columns!()
 );
 /// `$1` id, `$2` owner, `$3` lease expiry, `$4` now. `started_at` is the latest attempt's
-/// start; `error_message` keeps the previous attempt's error until this one ends.
+/// start; `error_message` keeps the previous attempt's error until this one ends. Returns
+/// the report and its `claims`, this one included.
 pub(super) const CLAIM_REPORT: &str = concat!(
     "UPDATE reports SET status = 'running', lease_owner = $2, lease_expires_at = $3, \
-     attempts = attempts + 1, started_at = $4, progress = 0, updated_at = $4 \
+     attempts = attempts + 1, claims = claims + 1, started_at = $4, progress = 0, \
+     updated_at = $4 \
      WHERE id = $1 AND (status IN ('pending', 'queued') \
      OR (status = 'running' AND lease_expires_at < $4)) \
      RETURNING ",
-    report_columns!()
+    report_columns!(),
+    ", claims"
 );
 pub(super) const RENEW_LEASE: &str = "UPDATE reports SET lease_expires_at = $3, updated_at = $4 \
      WHERE id = $1 AND status = 'running' AND lease_owner = $2";

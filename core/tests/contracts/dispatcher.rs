@@ -128,7 +128,7 @@ async fn dispatching_a_claimed_report_again_does_not_move_it_back(s: Dispatch) -
     };
     assert!(matches!(
         s.store.claim_report(report.id, &lease, Utc::now()).await?,
-        Claim::Claimed(_)
+        Claim::Claimed { .. }
     ));
 
     // A retried dispatch step: at most a duplicate message, never a state change.
@@ -174,7 +174,7 @@ async fn claimed_by_a_dead_worker(s: &Subject, report: &Report) -> Result<Report
         expires_at: Utc::now() - chrono::Duration::minutes(1),
     };
     match s.store.claim_report(report.id, &lease, Utc::now()).await? {
-        Claim::Claimed(report) => Ok(report),
+        Claim::Claimed { report, .. } => Ok(report),
         other => panic!("expected a claim, got {other:?}"),
     }
 }
