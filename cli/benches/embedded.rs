@@ -1,6 +1,6 @@
 //! The embedded pipeline: `quire dev` in this process (SQLite, the database queue, local
-//! files, its worker at one report per core), 500 profile PDFs requested by 16 clients.
-//! Printed: reports/s from the first request to the last completion, and that figure
+//! files, its worker with its defaults: 10 reports in hand, one render per core), 500
+//! profile PDFs requested by 16 clients. Printed: reports/s from the first request to the last completion, and that figure
 //! against the render-only rate × cores (measured here too: one thread rendering profile
 //! PDFs for 3 s). Target (issue 13): ≥ 80 % of render-only × cores.
 //!
@@ -32,7 +32,7 @@ async fn main() {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         data_sources: None,
-        concurrency: cores,
+        concurrency: quire_worker::DEFAULT_CONCURRENCY,
         shutdown_grace: 5,
         retention: Default::default(),
         // The pipeline's capacity, not one user's quota.
@@ -118,9 +118,10 @@ async fn main() {
     let elapsed = started.elapsed();
     let rate = ids.len() as f64 / elapsed.as_secs_f64();
     println!(
-        "quire dev: {} profile PDFs in {:.1} s = {rate:.0} reports/s ({CLIENTS} clients, worker concurrency {cores})",
+        "quire dev: {} profile PDFs in {:.1} s = {rate:.0} reports/s ({CLIENTS} clients, {} reports in hand, {cores} render threads)",
         ids.len(),
-        elapsed.as_secs_f64()
+        elapsed.as_secs_f64(),
+        quire_worker::DEFAULT_CONCURRENCY
     );
     let ceiling = render_only * cores as f64;
     println!(

@@ -33,8 +33,9 @@ pub struct DevArgs {
     /// Data sources for `dataset` reports (TOML); default `DATA_DIR/sources.toml` if present.
     #[arg(long, env = "QUIRE_DATA_SOURCES_FILE")]
     pub data_sources: Option<PathBuf>,
-    /// Reports rendered at once.
-    #[arg(long, default_value_t = 2)]
+    /// Reports in hand at once (claimed, rendering or being stored); renders use the CPU
+    /// one per core.
+    #[arg(long, default_value_t = quire_worker::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
     /// Seconds in-flight reports may finish in after Ctrl-C.
     #[arg(long, default_value_t = 10)]

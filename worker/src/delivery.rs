@@ -331,6 +331,7 @@ impl Worker {
             dir: dir.to_owned(),
             progress: progress.clone(),
             stop: stopping.clone(),
+            render_slots: self.render_slots.clone(),
         };
         let started = Instant::now();
         let mut render = tokio::spawn(job.run().in_current_span());

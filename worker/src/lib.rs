@@ -44,8 +44,13 @@ pub use metrics::WorkerMetrics;
 pub struct WorkerConfig {
     /// Identifies this worker in leases and logs (unique per process).
     pub worker_id: String,
-    /// How many reports render at once.
+    /// How many reports the worker has in hand at once: claimed, gathering data, rendering
+    /// or being stored. Most of a report's time is spent waiting (the database, a data
+    /// source, storage), so this is well above the core count; it is also the most
+    /// messages one receive takes (SQS: up to 10 per request).
     pub concurrency: usize,
+    /// How many renders use the CPU at once (the blocking part of a render): the cores.
+    pub render_threads: usize,
     /// How long a claim (report lease and message visibility) lasts without a heartbeat.
     pub lease: Duration,
     /// How often the lease is renewed while rendering (well under `lease`).
@@ -71,7 +76,8 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             worker_id: default_worker_id(),
-            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            concurrency: DEFAULT_CONCURRENCY.max(cores()),
+            render_threads: cores(),
             lease: Duration::from_secs(60),
             heartbeat: Duration::from_secs(15),
             progress_interval: Duration::from_millis(500),
@@ -83,6 +89,13 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(30),
         }
     }
+}
+
+/// Reports in hand at once unless configured: one full SQS receive.
+pub const DEFAULT_CONCURRENCY: usize = 10;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// `host-pid-random`: readable in logs, unique across restarts.
@@ -105,6 +118,8 @@ pub struct Worker {
     /// sources that allow them.
     http: FetchClient,
     config: WorkerConfig,
+    /// One permit per render using the CPU (`render_threads`).
+    render_slots: Arc<tokio::sync::Semaphore>,
     metrics: WorkerMetrics,
     /// Deletes of completed reports' messages still in flight; awaited at shutdown.
     acks: tokio_util::task::TaskTracker,
@@ -126,6 +141,7 @@ impl Worker {
             storage,
             sources,
             http,
+            render_slots: Arc::new(tokio::sync::Semaphore::new(config.render_threads.max(1))),
             config,
             metrics: WorkerMetrics::default(),
             acks: tokio_util::task::TaskTracker::new(),

@@ -29,10 +29,15 @@ struct Config {
     /// Operator-configured data sources for `dataset` reports (TOML).
     #[arg(long, env = "QUIRE_DATA_SOURCES_FILE")]
     data_sources_file: Option<PathBuf>,
-    /// Reports rendered at once.
+    /// Reports in hand at once (claimed, rendering or being stored; default 10, or the
+    /// CPU count if higher).
     #[arg(long, env = "QUIRE_WORKER_CONCURRENCY",
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     concurrency: Option<u64>,
+    /// Renders using the CPU at once (default: the CPU count).
+    #[arg(long, env = "QUIRE_WORKER_RENDER_THREADS",
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    render_threads: Option<u64>,
     /// Attempts before a report fails for good, and the oldest a report may get.
     #[command(flatten)]
     attempts: AttemptArgs,
@@ -80,6 +85,9 @@ async fn run_main() -> anyhow::Result<()> {
         concurrency: config
             .concurrency
             .map_or(defaults.concurrency, |c| usize::try_from(c).unwrap_or(1024)),
+        render_threads: config.render_threads.map_or(defaults.render_threads, |c| {
+            usize::try_from(c).unwrap_or(1024)
+        }),
         max_attempts: config.attempts.max_attempts,
         max_age: config.attempts.max_report_age,
         lease: Duration::from_secs(config.visibility_timeout),

@@ -8,6 +8,7 @@ use quire_core::model::Report;
 use quire_core::store::RecordStore;
 use quire_crds::ReportParameters;
 use quire_render::{ActivityData, DataSources, FetchClient, ProfileData, Progress, RenderError};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Most reports an activity report lists.
@@ -86,6 +87,8 @@ pub(crate) struct RenderJob {
     pub progress: Progress,
     /// Cancelled with `progress`: drops the gathering of data (queries, the fetch) at once.
     pub stop: CancellationToken,
+    /// The worker's CPU slots: the blocking render waits for one, the gathering does not.
+    pub render_slots: Arc<Semaphore>,
 }
 
 impl RenderJob {
@@ -100,6 +103,7 @@ impl RenderJob {
             dir,
             progress,
             stop,
+            render_slots,
         } = self;
         let out = dir.join(format!("{}.{}", report.id, report.format.extension()));
         let job = tokio::select! {
@@ -107,12 +111,20 @@ impl RenderJob {
             () = stop.cancelled() => return Err(RenderError::Cancelled.into()),
             job = prepare(&*store, &http, &sources, &report, &dir, &progress) => job?,
         };
+        let slot = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Err(RenderError::Cancelled.into()),
+            slot = render_slots.acquire_owned() => slot.expect("the render slots are never closed"),
+        };
         // The blocking part is not dropped but stopped (the progress checks) and awaited,
         // so the CPU is free once this returns.
         let path = out.clone();
-        tokio::task::spawn_blocking(move || job(&path, &progress))
-            .await
-            .map_err(|e| permanent(format!("the renderer crashed: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            job(&path, &progress)
+        })
+        .await
+        .map_err(|e| permanent(format!("the renderer crashed: {e}")))??;
         Ok(out)
     }
 }
