@@ -637,3 +637,60 @@ async fn the_run_loop_completes_every_queued_report_and_stops_on_request() {
         .expect("the loop stops")
         .unwrap();
 }
+
+#[tokio::test]
+async fn reports_waiting_on_their_data_do_not_hold_the_render_threads() {
+    let world = TestWorld::new().await;
+    // Three reports whose source answers after 5 s, then a profile report behind them.
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        slow.push(
+            world
+                .request(
+                    ReportType::Dataset,
+                    ReportFormat::Csv,
+                    json!({"source": "slow"}),
+                )
+                .await
+                .id,
+        );
+    }
+    let profile = world
+        .request(ReportType::Profile, ReportFormat::Pdf, json!({}))
+        .await
+        .id;
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(
+        world
+            .worker(WorkerConfig {
+                concurrency: 4,
+                render_threads: 1,
+                ..fast_config()
+            })
+            .run(shutdown.clone()),
+    );
+
+    // All four are in hand at once; the one render thread is free for the profile while
+    // the others wait on their source.
+    let mut completed = false;
+    for _ in 0..40 {
+        if world.report(profile).await.status == ReportStatus::Completed {
+            completed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(completed, "the profile report waited behind the slow ones");
+    for id in &slow {
+        assert_eq!(
+            world.report(*id).await.status,
+            ReportStatus::Running,
+            "every slow report is in hand, waiting on its source"
+        );
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the loop stops")
+        .unwrap();
+}
