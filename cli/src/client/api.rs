@@ -84,27 +84,32 @@ impl Api {
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, Error> {
         let token = self.access_token().await?;
-        let response = build(&self.http)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+        let response = self.send_bearer(&build, &token).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return check(response).await;
         }
         self.refresh(&token).await?;
         let token = self.access_token().await?;
-        let response = build(&self.http)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+        let response = self.send_bearer(&build, &token).await?;
         match check(response).await {
             Err(Error::Api { status, message }) if status == StatusCode::UNAUTHORIZED => {
                 Err(Error::not_signed_in(message))
             }
             other => other,
         }
+    }
+
+    /// One attempt of [`send_authed`](Self::send_authed) with `token`, unchecked.
+    async fn send_bearer(
+        &self,
+        build: &impl Fn(&reqwest::Client) -> RequestBuilder,
+        token: &str,
+    ) -> Result<Response, Error> {
+        build(&self.http)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))
     }
 
     /// Signs in and stores the session.

@@ -11,8 +11,9 @@ use lopdf::{Document, Object};
 
 use crate::error::RenderError;
 
-/// zlib's default level: within a few percent of the best size on content streams, at a
-/// fraction of the time.
+/// zlib's fastest level: a profile PDF came out about 7 % larger than at the default level
+/// (2,383 against 2,223 bytes) and rendered about a quarter faster (2,966 against 2,308 a
+/// second in one measurement); lopdf used the best level.
 const LEVEL: u32 = 1;
 
 thread_local! {
