@@ -61,6 +61,79 @@ async fn an_unreachable_database_is_a_503_not_a_500() {
     .await;
 }
 
+/// Status reads share queries on Postgres; when the network to it goes black (connections
+/// accepted, nothing answered) each read is still answered 503 within one acquire timeout
+/// and a second (3 s), not after the reads queued ahead of it nor at the 30 s request
+/// timeout, and reads work again once it is back.
+#[tokio::test]
+async fn many_status_reads_during_a_database_outage_are_each_answered_503_promptly() {
+    use std::time::{Duration, Instant};
+
+    use quire_core::store::{PgStore, PoolSettings};
+    use quire_testing::proxy::{FaultProxy, Mode};
+
+    let direct = quire_testing::fresh_postgres().await;
+    let options = direct.pool().connect_options();
+    let upstream = tokio::net::lookup_host((options.get_host().to_owned(), options.get_port()))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = FaultProxy::to(upstream).await;
+    let proxied = (*options)
+        .clone()
+        .host("127.0.0.1")
+        .port(proxy.addr().port());
+    let app = crate::helpers::spawn_app_on(
+        std::sync::Arc::new(PgStore::connect_with(proxied, 5).await.unwrap()),
+        |_| {},
+    )
+    .await;
+    let user = app.user().await;
+    let report = app.activity_report(&user, 7).await;
+    let path = format!("/reports/{}", report["id"].as_str().unwrap());
+    assert_eq!(
+        app.get_authed(&path, &user.access_token).await.status(),
+        StatusCode::OK
+    );
+
+    proxy.set(Mode::BlackHole);
+    let cut = Instant::now();
+    let reads: Vec<_> = (0..40)
+        .map(|_| {
+            let (client, url, token) = (
+                app.client.clone(),
+                app.url(&path),
+                user.access_token.clone(),
+            );
+            tokio::spawn(async move {
+                let response = client.get(url).bearer_auth(token).send().await.unwrap();
+                (response.status(), cut.elapsed())
+            })
+        })
+        .collect();
+    let acquire = PoolSettings::default().acquire_timeout;
+    for read in reads {
+        let (status, after) = read.await.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            after < acquire + Duration::from_millis(2500),
+            "answered {after:?} into the outage; the acquire timeout is {acquire:?}"
+        );
+    }
+
+    proxy.set(Mode::Pass);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = app.get_authed(&path, &user.access_token).await.status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status} after the outage");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_unknown_route_is_a_json_404() {
     let app = spawn_app().await;

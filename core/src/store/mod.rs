@@ -22,6 +22,7 @@ mod records;
 mod rows;
 mod sql;
 pub mod sqlite;
+pub mod status_reads;
 pub(crate) mod timestamp;
 pub mod webhooks;
 

@@ -27,6 +27,12 @@ pub trait SqlDatabase: sealed::Sealed + Send + Sync + 'static {
 
     /// Where this store's report changes can be heard.
     fn change_feed(&self) -> super::changes::ChangeFeed;
+
+    /// The coalescer of concurrent status reads, where one query for many is cheaper than
+    /// many (Postgres, over the network); `None` runs each read on its own.
+    fn status_reads(&self) -> Option<&super::status_reads::StatusReads> {
+        None
+    }
 }
 
 pub(super) mod sealed {

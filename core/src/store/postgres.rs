@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::pool;
+use super::status_reads::StatusReads;
 use crate::Result;
 
 /// How the connection pool behaves.
@@ -29,10 +30,21 @@ impl Default for PoolSettings {
     }
 }
 
+/// A pooled connection idle for this long is pinged before use (a server restart or a
+/// dropped link is found then, not by the query that would have used it).
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Status-read queries in flight at once (see `status_reads.rs`). Two keep reads flowing
+/// while one query is on the wire; more only shrink the batches, and on the status
+/// benchmark (64 connections) two gave 13.5–15.2k reads/s and p99 under 9 ms where half
+/// the pool (5) gave 10.5–11.4k and 12–13 ms: Postgres's time goes to the round trips.
+const STATUS_READ_QUERIES: usize = 2;
+
 /// The record store on a Postgres connection pool. Cloning shares the pool.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    reads: StatusReads,
 }
 
 impl PgStore {
@@ -58,14 +70,30 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(settings.acquire_timeout)
+            // sqlx pings every connection it hands out, a round trip before each query
+            // (it also pings each one it takes back). Under load a connection is back in
+            // use within microseconds of its last answer, so only one that sat idle is
+            // checked: one that broke while busy failed its query, and sqlx drops it then.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= CHECK_IDLE_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// Wraps an existing pool (which must point at a migrated database).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            reads: StatusReads::new(pool.clone(), STATUS_READ_QUERIES),
+            pool,
+        }
     }
 
     /// Applies the embedded migrations (`migrations/postgres`) that have not run yet.
@@ -105,5 +133,9 @@ impl pool::SqlDatabase for PgStore {
 
     fn change_feed(&self) -> super::changes::ChangeFeed {
         super::changes::ChangeFeed::Postgres(self.pool.clone())
+    }
+
+    fn status_reads(&self) -> Option<&StatusReads> {
+        Some(&self.reads)
     }
 }

@@ -374,13 +374,16 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         user_id: Uuid,
         id: Uuid,
     ) -> crate::Result<(Option<i64>, Option<Report>)> {
-        let row: Option<rows::ReportAndGenerationRow> = on_pool!(self.sql_pool(), |pool| {
-            sqlx::query_as(sql::USER_REPORT_AND_GENERATION)
-                .bind(id)
-                .bind(user_id)
-                .fetch_optional(pool)
-                .await
-        })?;
+        let row: Option<rows::ReportAndGenerationRow> = match self.status_reads() {
+            Some(reads) => reads.read(user_id, id).await?,
+            None => on_pool!(self.sql_pool(), |pool| {
+                sqlx::query_as(sql::USER_REPORT_AND_GENERATION)
+                    .bind(id)
+                    .bind(user_id)
+                    .fetch_optional(pool)
+                    .await
+            })?,
+        };
         match row {
             Some(row) => Ok((Some(row.token_generation), Some(row.report.into_report()?))),
             // No such report of theirs: the generation alone (a second query, off the

@@ -75,10 +75,10 @@ impl From<RefreshTokenRow> for RefreshToken {
 
 /// A `reports` row as both databases decode it; [`ReportRow::into_report`] parses the
 /// string-backed enums.
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub(super) struct ReportRow {
-    id: Uuid,
-    user_id: Uuid,
+    pub(super) id: Uuid,
+    pub(super) user_id: Uuid,
     report_type: String,
     format: String,
     parameters: Json<Value>,
@@ -117,7 +117,7 @@ pub(super) struct ClaimedRow {
 }
 
 /// A [`ReportRow`] with its owner's token generation.
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub(super) struct ReportAndGenerationRow {
     #[sqlx(flatten)]
     pub(super) report: ReportRow,

@@ -67,6 +67,14 @@ pub(super) const USER_REPORT_AND_GENERATION: &str = concat!(
     ", (SELECT token_generation FROM users WHERE users.id = reports.user_id) \
      AS token_generation FROM reports WHERE id = $1 AND user_id = $2"
 );
+/// [`USER_REPORT_AND_GENERATION`] for many reports at once, by primary key (Postgres; the
+/// owner is checked per read, see `status_reads.rs`).
+pub(super) const REPORTS_AND_GENERATIONS: &str = concat!(
+    "SELECT ",
+    report_columns!(),
+    ", (SELECT token_generation FROM users WHERE users.id = reports.user_id) \
+     AS token_generation FROM reports WHERE id = ANY($1)"
+);
 pub(super) const REPORT_BY_IDEMPOTENCY_KEY: &str =
     select_reports!("WHERE user_id = $1 AND idempotency_key = $2");
 // Four shapes of one listing, so each filter combination is a plain indexed range scan on

@@ -38,6 +38,9 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            // A connection to a file in this process cannot break while idle: no ping (a
+            // round trip to the connection's thread) before each statement.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Self::from_pool(pool))

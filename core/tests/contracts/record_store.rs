@@ -33,6 +33,7 @@ crate::contract_suite! {
         the_purge_drops_expired_and_long_revoked_tokens_only,
         a_repeated_idempotency_key_returns_the_existing_report,
         another_users_report_is_invisible_to_user_report,
+        concurrent_status_reads_each_get_their_own_answer,
         listing_pages_newest_first_with_a_cursor_and_a_status_filter,
         counts_group_reports_by_type_and_status,
         reports_since_lists_the_users_recent_reports_oldest_first,
@@ -376,6 +377,69 @@ async fn another_users_report_is_invisible_to_user_report(store: Store) -> Resul
         Some(report.clone())
     );
     assert_eq!(store.report(report.id).await?, Some(report));
+    Ok(())
+}
+
+/// Many status reads at once (Postgres answers them in shared queries): each gets its own
+/// report and its own user's token generation, never another user's report, and reads whose
+/// callers gave up do not hold up the rest.
+async fn concurrent_status_reads_each_get_their_own_answer(store: Store) -> Result<()> {
+    let (alice, bob) = (new_user(&store).await?, new_user(&store).await?);
+    // Different generations, so an answer carrying the wrong user's would show.
+    store.sign_out_everywhere(bob.id, now()).await?;
+    let mut reports = Vec::new();
+    for owner in [&alice, &bob, &alice, &bob] {
+        reports.push(insert(&store, new_report(owner.id, now())).await?);
+    }
+    let generation = |user: Uuid| match user {
+        u if u == alice.id => Some(0),
+        u if u == bob.id => Some(1),
+        _ => None,
+    };
+    let nobody = Uuid::now_v7();
+    let mut asks = Vec::new();
+    for round in 0..40 {
+        for report in &reports {
+            let stranger = if report.user_id == alice.id {
+                bob.id
+            } else {
+                alice.id
+            };
+            asks.push((report.user_id, report.id, Some(report.clone())));
+            asks.push((stranger, report.id, None));
+            if round % 4 == 0 {
+                asks.push((nobody, report.id, None));
+                asks.push((report.user_id, Uuid::now_v7(), None));
+            }
+        }
+    }
+    // Some callers give up at once; their reads must not take the others' answers with them.
+    let abandoned: Vec<_> = asks
+        .iter()
+        .step_by(7)
+        .map(|&(user, id, _)| {
+            let store = store.clone();
+            tokio::spawn(async move { store.user_report_and_generation(user, id).await })
+        })
+        .collect();
+    for task in &abandoned {
+        task.abort();
+    }
+    let answers = futures::future::join_all(
+        asks.iter()
+            .map(|&(user, id, _)| store.user_report_and_generation(user, id)),
+    )
+    .await;
+    assert_eq!(answers.len(), asks.len());
+    for ((user, id, expected), answer) in asks.into_iter().zip(answers) {
+        let (got_generation, got_report) = answer?;
+        assert_eq!(
+            got_generation,
+            generation(user),
+            "generation of {user} asking for {id}"
+        );
+        assert_eq!(got_report, expected, "{user} asking for {id}");
+    }
     Ok(())
 }
 
