@@ -2,9 +2,10 @@
 //!
 //! The app runs in this process on a fresh database of the server `DATABASE_URL` names
 //! (`scripts/bench/status.sh` starts a throwaway one), with the production pool size
-//! (`QUIRE_DB_MAX_CONNECTIONS`, default 10). 64 keep-alive connections poll one report's
-//! status for 10 s; then `pgbench -S` (select-only, 64 clients, 2 threads) runs for 10 s on the same
-//! server. Printed: requests/s, p50 and p99 of the API; transactions/s of pgbench; and the
+//! (`QUIRE_DB_MAX_CONNECTIONS`, default 10). 64 keep-alive connections poll the statuses of
+//! 64 reports of 8 users (each request the next report, with its owner's token) for 10 s;
+//! then `pgbench -S` (select-only: random rows, 64 clients, 2 threads) runs for 10 s on the
+//! same server. Printed: requests/s, p50 and p99 of the API; transactions/s of pgbench; and the
 //! ratio. Targets (issue 13): ratio ≥ 0.5, p99 ≤ 10 ms. The load generator is `wrk` (2
 //! threads, `--latency`), a C client in a process of its own as pgbench's is; both share
 //! the machine's cores with the server they load.
@@ -25,6 +26,8 @@ use quire_core::store::{PgStore, PoolSettings};
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 64;
+const USERS: usize = 8;
+const REPORTS_PER_USER: usize = 8;
 const RUN: Duration = Duration::from_secs(10);
 
 #[tokio::main]
@@ -41,26 +44,39 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let base = common::serve_on(common::config(4), Arc::new(store), queue, dir.path()).await?;
 
+    // Many clients polling their own reports, as pgbench -S reads random rows: 8 users with
+    // 8 reports each, every wrk request the next of the 64 with its owner's token.
     let http = reqwest::Client::new();
-    let token = common::access_token(&http, &base, "status@example.com").await?;
-    let report: Value = http
-        .post(format!("{base}/reports"))
-        .bearer_auth(&token)
-        .json(&json!({"report_type": "profile", "format": "pdf"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let url = format!("{base}/reports/{}", report["id"].as_str().unwrap());
+    let mut reads = Vec::new();
+    for user in 0..USERS {
+        let token =
+            common::access_token(&http, &base, &format!("status{user}@example.com")).await?;
+        for _ in 0..REPORTS_PER_USER {
+            let report: Value = http
+                .post(format!("{base}/reports"))
+                .bearer_auth(&token)
+                .json(&json!({"report_type": "profile", "format": "pdf"}))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let id = report["id"].as_str().unwrap().to_owned();
+            reads.push((format!("/reports/{id}"), token.clone()));
+        }
+    }
+    let script = dir.path().join("reads.lua");
+    std::fs::write(&script, lua_script(&reads))?;
 
     // wrk, like pgbench, is a C load generator in a process of its own: the same kind of
     // client on both sides of the ratio. A 1 s run warms up the connections and the pool.
-    wrk(&url, &token, Duration::from_secs(1))?;
-    let api = wrk(&url, &token, RUN)?;
+    wrk(&base, &script, Duration::from_secs(1))?;
+    let api = wrk(&base, &script, RUN)?;
 
     let pgbench_rate = pgbench(&database)?;
     println!(
-        "GET /reports/{{id}}, {CLIENTS} connections, pool {pool}, {} s:",
+        "GET /reports/{{id}} of {} reports ({USERS} users), {CLIENTS} connections, pool {pool}, {} s:",
+        reads.len(),
         RUN.as_secs()
     );
     println!(
@@ -84,14 +100,31 @@ struct Wrk {
     p99_ms: f64,
 }
 
-/// `wrk --latency` with `CLIENTS` connections on 2 threads against `url` for `run`. Fails
-/// if any answer was not a success.
-fn wrk(url: &str, token: &str, run: Duration) -> anyhow::Result<Wrk> {
+/// A wrk script that sends each of `reads` (path, bearer token) in turn.
+fn lua_script(reads: &[(String, String)]) -> String {
+    let mut script = String::from("local reads = {\n");
+    for (path, token) in reads {
+        script.push_str(&format!("  {{\"{path}\", \"Bearer {token}\"}},\n"));
+    }
+    script.push_str(
+        "}\nlocal i = 0\n\
+         request = function()\n\
+         \x20 i = i % #reads + 1\n\
+         \x20 return wrk.format(\"GET\", reads[i][1], {[\"Authorization\"] = reads[i][2]})\n\
+         end\n",
+    );
+    script
+}
+
+/// `wrk --latency` with `CLIENTS` connections on 2 threads against `base`, the requests
+/// made by `script`, for `run`. Fails if any answer was not a success.
+fn wrk(base: &str, script: &std::path::Path, run: Duration) -> anyhow::Result<Wrk> {
     let output = std::process::Command::new("wrk")
         .args(["--latency", "-t", "2", "-c", &CLIENTS.to_string()])
         .args(["-d", &format!("{}s", run.as_secs())])
-        .args(["-H", &format!("Authorization: Bearer {token}")])
-        .arg(url)
+        .arg("-s")
+        .arg(script)
+        .arg(base)
         .output()
         .map_err(|e| anyhow::anyhow!("running wrk (scripts/bench/status.sh installs it): {e}"))?;
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
