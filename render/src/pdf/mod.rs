@@ -81,6 +81,27 @@ fn point(x: f32, y: f32) -> LinePoint {
 struct Page {
     size: PageSize,
     ops: Vec<Op>,
+    pen: Pen,
+}
+
+/// The graphics and text state a page's operations have set so far, so each is written
+/// only when it changes: most of a report is text in a few fonts and colours. (Both are
+/// graphics state, which text objects do not reset.)
+#[derive(Default)]
+struct Pen {
+    fill: Option<Rgbf>,
+    stroke: Option<Rgbf>,
+    thickness: Option<f32>,
+    font: Option<(Font, f32)>,
+}
+
+impl Page {
+    fn fill(&mut self, rgb: Rgbf) {
+        if self.pen.fill != Some(rgb) {
+            self.pen.fill = Some(rgb);
+            self.ops.push(Op::SetFillColor { col: color(rgb) });
+        }
+    }
 }
 
 /// Lays out a multi-page document.
@@ -124,6 +145,7 @@ impl PdfWriter {
         self.pages.push(Page {
             size: self.size,
             ops: Vec::new(),
+            pen: Pen::default(),
         });
         self.current = self.pages.len() - 1;
         let top = self.size.height - MARGIN;
@@ -164,8 +186,8 @@ impl PdfWriter {
         }
     }
 
-    fn ops(&mut self) -> &mut Vec<Op> {
-        &mut self.pages[self.current].ops
+    fn page(&mut self) -> &mut Page {
+        &mut self.pages[self.current]
     }
 
     /// Draws one line of text with its baseline at `y`, cut to `max_width`.
@@ -184,17 +206,23 @@ impl PdfWriter {
         if shown.is_empty() {
             return;
         }
-        let font = match font {
-            Font::Regular => BuiltinFont::Helvetica,
-            Font::Bold => BuiltinFont::HelveticaBold,
-        };
-        self.ops().extend([
-            Op::StartTextSection,
-            Op::SetFillColor { col: color(rgb) },
-            Op::SetFont {
-                font: PdfFontHandle::Builtin(font),
+        let page = self.page();
+        // One text object per text: extractors that split text at object boundaries
+        // (lopdf's, some search indexers) keep each text whole.
+        page.ops.push(Op::StartTextSection);
+        page.fill(rgb);
+        if page.pen.font != Some((font, size)) {
+            page.pen.font = Some((font, size));
+            let builtin = match font {
+                Font::Regular => BuiltinFont::Helvetica,
+                Font::Bold => BuiltinFont::HelveticaBold,
+            };
+            page.ops.push(Op::SetFont {
+                font: PdfFontHandle::Builtin(builtin),
                 size: Pt(size),
-            },
+            });
+        }
+        page.ops.extend([
             Op::SetTextCursor {
                 pos: Point { x: Pt(x), y: Pt(y) },
             },
@@ -227,33 +255,37 @@ impl PdfWriter {
         if width <= 0.0 || height <= 0.0 {
             return;
         }
-        self.ops().extend([
-            Op::SetFillColor { col: color(rgb) },
-            Op::DrawRectangle {
-                rectangle: Rect {
-                    x: Pt(x),
-                    y: Pt(y),
-                    width: Pt(width),
-                    height: Pt(height),
-                    mode: Some(PaintMode::Fill),
-                    winding_order: None,
-                },
+        let page = self.page();
+        page.fill(rgb);
+        page.ops.push(Op::DrawRectangle {
+            rectangle: Rect {
+                x: Pt(x),
+                y: Pt(y),
+                width: Pt(width),
+                height: Pt(height),
+                mode: Some(PaintMode::Fill),
+                winding_order: None,
             },
-        ]);
+        });
     }
 
     /// Draws a straight line.
     pub fn line(&mut self, from: (f32, f32), to: (f32, f32), thickness: f32, rgb: Rgbf) {
-        self.ops().extend([
-            Op::SetOutlineColor { col: color(rgb) },
-            Op::SetOutlineThickness { pt: Pt(thickness) },
-            Op::DrawLine {
-                line: Line {
-                    points: vec![point(from.0, from.1), point(to.0, to.1)],
-                    is_closed: false,
-                },
+        let page = self.page();
+        if page.pen.stroke != Some(rgb) {
+            page.pen.stroke = Some(rgb);
+            page.ops.push(Op::SetOutlineColor { col: color(rgb) });
+        }
+        if page.pen.thickness != Some(thickness) {
+            page.pen.thickness = Some(thickness);
+            page.ops.push(Op::SetOutlineThickness { pt: Pt(thickness) });
+        }
+        page.ops.push(Op::DrawLine {
+            line: Line {
+                points: vec![point(from.0, from.1), point(to.0, to.1)],
+                is_closed: false,
             },
-        ]);
+        });
     }
 
     pub fn hline(&mut self, x1: f32, x2: f32, y: f32, thickness: f32, rgb: Rgbf) {
@@ -345,7 +377,7 @@ impl PdfWriter {
             .pages
             .into_iter()
             .map(|page| {
-                PdfPage::new(
+                        PdfPage::new(
                     Mm::from(Pt(page.size.width)),
                     Mm::from(Pt(page.size.height)),
                     page.ops,
