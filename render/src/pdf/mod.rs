@@ -377,7 +377,7 @@ impl PdfWriter {
             .pages
             .into_iter()
             .map(|page| {
-                        PdfPage::new(
+                PdfPage::new(
                     Mm::from(Pt(page.size.width)),
                     Mm::from(Pt(page.size.height)),
                     page.ops,
