@@ -69,26 +69,10 @@ async fn an_unreachable_database_is_a_503_not_a_500() {
 async fn many_status_reads_during_a_database_outage_are_each_answered_503_promptly() {
     use std::time::{Duration, Instant};
 
-    use quire_core::store::{PgStore, PoolSettings};
-    use quire_testing::proxy::{FaultProxy, Mode};
+    use quire_core::store::PoolSettings;
+    use quire_testing::proxy::Mode;
 
-    let direct = quire_testing::fresh_postgres().await;
-    let options = direct.pool().connect_options();
-    let upstream = tokio::net::lookup_host((options.get_host().to_owned(), options.get_port()))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = FaultProxy::to(upstream).await;
-    let proxied = (*options)
-        .clone()
-        .host("127.0.0.1")
-        .port(proxy.addr().port());
-    let app = crate::helpers::spawn_app_on(
-        std::sync::Arc::new(PgStore::connect_with(proxied, 5).await.unwrap()),
-        |_| {},
-    )
-    .await;
+    let (app, proxy) = crate::helpers::spawn_app_behind_proxy().await;
     let user = app.user().await;
     let report = app.activity_report(&user, 7).await;
     let path = format!("/reports/{}", report["id"].as_str().unwrap());

@@ -75,6 +75,27 @@ pub async fn spawn_app_on(pg: Arc<PgStore>, configure: impl FnOnce(&mut ApiConfi
     spawn(store, Some(pg), queue, Vec::new(), None, configure).await
 }
 
+/// An app on a fresh database whose connections (a pool of 5) pass through a
+/// [`FaultProxy`](quire_testing::proxy::FaultProxy), to stage Postgres outages.
+pub async fn spawn_app_behind_proxy() -> (TestApp, quire_testing::proxy::FaultProxy) {
+    let direct = quire_testing::fresh_postgres().await;
+    let options = direct.pool().connect_options();
+    let upstream = tokio::net::lookup_host((options.get_host().to_owned(), options.get_port()))
+        .await
+        .expect("the test database's host resolves")
+        .next()
+        .expect("the test database's host has an address");
+    let proxy = quire_testing::proxy::FaultProxy::to(upstream).await;
+    let proxied = (*options)
+        .clone()
+        .host("127.0.0.1")
+        .port(proxy.addr().port());
+    let store = PgStore::connect_with(proxied, 5)
+        .await
+        .expect("connect through the proxy");
+    (spawn_app_on(Arc::new(store), |_| {}).await, proxy)
+}
+
 /// [`spawn_app`] whose dispatcher always fails, as when the work queue is down.
 pub async fn spawn_app_with_failing_dispatch() -> TestApp {
     let pg = quire_testing::fresh_postgres().await;

@@ -221,26 +221,9 @@ async fn waiting_requests_hold_no_database_connection() {
 
 #[tokio::test]
 async fn a_database_outage_answers_held_requests_at_once_and_waiting_works_after_it() {
-    use quire_core::store::PgStore;
-    use quire_testing::proxy::{FaultProxy, Mode};
+    use quire_testing::proxy::Mode;
 
-    let direct = quire_testing::fresh_postgres().await;
-    let options = direct.pool().connect_options();
-    let upstream = tokio::net::lookup_host((options.get_host().to_owned(), options.get_port()))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = FaultProxy::to(upstream).await;
-    let proxied = (*options)
-        .clone()
-        .host("127.0.0.1")
-        .port(proxy.addr().port());
-    let app = crate::helpers::spawn_app_on(
-        std::sync::Arc::new(PgStore::connect_with(proxied, 5).await.unwrap()),
-        |_| {},
-    )
-    .await;
+    let (app, proxy) = crate::helpers::spawn_app_behind_proxy().await;
     let user = app.user().await;
     let report = app.activity_report(&user, 7).await;
     let id = report["id"].as_str().unwrap().to_owned();
