@@ -95,10 +95,16 @@ struct Pen {
     font: Option<(Font, f32)>,
 }
 
+/// Sets `slot` to `value`; true if that changed it (the operation must be written).
+fn changes<T: PartialEq>(slot: &mut Option<T>, value: T) -> bool {
+    let changed = slot.as_ref() != Some(&value);
+    *slot = Some(value);
+    changed
+}
+
 impl Page {
     fn fill(&mut self, rgb: Rgbf) {
-        if self.pen.fill != Some(rgb) {
-            self.pen.fill = Some(rgb);
+        if changes(&mut self.pen.fill, rgb) {
             self.ops.push(Op::SetFillColor { col: color(rgb) });
         }
     }
@@ -211,8 +217,7 @@ impl PdfWriter {
         // (lopdf's, some search indexers) keep each text whole.
         page.ops.push(Op::StartTextSection);
         page.fill(rgb);
-        if page.pen.font != Some((font, size)) {
-            page.pen.font = Some((font, size));
+        if changes(&mut page.pen.font, (font, size)) {
             let builtin = match font {
                 Font::Regular => BuiltinFont::Helvetica,
                 Font::Bold => BuiltinFont::HelveticaBold,
@@ -272,12 +277,10 @@ impl PdfWriter {
     /// Draws a straight line.
     pub fn line(&mut self, from: (f32, f32), to: (f32, f32), thickness: f32, rgb: Rgbf) {
         let page = self.page();
-        if page.pen.stroke != Some(rgb) {
-            page.pen.stroke = Some(rgb);
+        if changes(&mut page.pen.stroke, rgb) {
             page.ops.push(Op::SetOutlineColor { col: color(rgb) });
         }
-        if page.pen.thickness != Some(thickness) {
-            page.pen.thickness = Some(thickness);
+        if changes(&mut page.pen.thickness, thickness) {
             page.ops.push(Op::SetOutlineThickness { pt: Pt(thickness) });
         }
         page.ops.push(Op::DrawLine {
