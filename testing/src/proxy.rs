@@ -1,7 +1,7 @@
 //! A TCP proxy that stages a dependency's outage, as the processes under test see it.
 //!
-//! Put it between a process and Postgres, SQS or S3 (point the process at [`FaultProxy::addr`])
-//! and switch its [`Mode`]:
+//! Put it between a process and Postgres, SQS or S3 (point the process at [`FaultProxy::addr`],
+//! or use [`FaultProxy::to_url`] / [`FaultProxy::to_postgres`]) and switch its [`Mode`]:
 //!
 //! - [`Mode::Pass`]: bytes flow both ways.
 //! - [`Mode::Refuse`]: a stopped server. New connections are closed at once and open ones
@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 
+use sqlx::postgres::PgConnectOptions;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -76,6 +77,19 @@ impl FaultProxy {
             .set_port(Some(proxy.addr.port()))
             .expect("the URL takes a port");
         (proxy, parsed.into())
+    }
+
+    /// A proxy to the Postgres server `options` connect to, and `options` rewritten to
+    /// connect through it (same database, user and settings).
+    pub async fn to_postgres(options: &PgConnectOptions) -> (Self, PgConnectOptions) {
+        let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
+            .await
+            .expect("the database's host resolves")
+            .next()
+            .expect("the database's host has an address");
+        let proxy = Self::to(upstream).await;
+        let proxied = options.clone().host("127.0.0.1").port(proxy.addr.port());
+        (proxy, proxied)
     }
 
     pub fn addr(&self) -> SocketAddr {

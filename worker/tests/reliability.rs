@@ -33,7 +33,6 @@ use quire_worker::{Outcome, Worker, WorkerConfig};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -636,23 +635,7 @@ async fn timed(request: reqwest::RequestBuilder) -> (StatusCode, Value, Option<S
 #[tokio::test]
 async fn during_a_database_outage_the_api_answers_503_quickly_and_then_recovers() {
     let direct = quire_testing::fresh_postgres().await;
-    let database = direct
-        .pool()
-        .connect_options()
-        .get_database()
-        .unwrap()
-        .to_owned();
-    let server: PgConnectOptions = quire_testing::database_url().parse().unwrap();
-    let upstream = tokio::net::lookup_host((server.get_host(), server.get_port()))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = FaultProxy::to(upstream).await;
-    let options = server
-        .host("127.0.0.1")
-        .port(proxy.addr().port())
-        .database(&database);
+    let (proxy, options) = FaultProxy::to_postgres(&direct.pool().connect_options()).await;
     let store = Arc::new(
         PgStore::connect_pool(
             options,

@@ -79,17 +79,8 @@ pub async fn spawn_app_on(pg: Arc<PgStore>, configure: impl FnOnce(&mut ApiConfi
 /// [`FaultProxy`](quire_testing::proxy::FaultProxy), to stage Postgres outages.
 pub async fn spawn_app_behind_proxy() -> (TestApp, quire_testing::proxy::FaultProxy) {
     let direct = quire_testing::fresh_postgres().await;
-    let options = direct.pool().connect_options();
-    let upstream = tokio::net::lookup_host((options.get_host().to_owned(), options.get_port()))
-        .await
-        .expect("the test database's host resolves")
-        .next()
-        .expect("the test database's host has an address");
-    let proxy = quire_testing::proxy::FaultProxy::to(upstream).await;
-    let proxied = (*options)
-        .clone()
-        .host("127.0.0.1")
-        .port(proxy.addr().port());
+    let (proxy, proxied) =
+        quire_testing::proxy::FaultProxy::to_postgres(&direct.pool().connect_options()).await;
     let store = PgStore::connect_with(proxied, 5)
         .await
         .expect("connect through the proxy");

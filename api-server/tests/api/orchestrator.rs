@@ -56,17 +56,7 @@ impl Drop for Harness {
 impl Harness {
     async fn builtin() -> Self {
         let store = quire_testing::fresh_postgres().await;
-        let options = store.pool().connect_options();
-        let upstream = tokio::net::lookup_host((options.get_host().to_owned(), options.get_port()))
-            .await
-            .expect("the test database's host resolves")
-            .next()
-            .expect("the test database has an address");
-        let proxy = FaultProxy::to(upstream).await;
-        let proxied = (*options)
-            .clone()
-            .host("127.0.0.1")
-            .port(proxy.addr().port());
+        let (proxy, proxied) = FaultProxy::to_postgres(&store.pool().connect_options()).await;
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_millis(500))
