@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use quire_core::queue::DatabaseQueue;
 use quire_core::store::{PgStore, PoolSettings};
-use serde_json::{Value, json};
 
 const CLIENTS: usize = 64;
 const USERS: usize = 8;
@@ -52,16 +51,7 @@ async fn main() -> anyhow::Result<()> {
         let token =
             common::access_token(&http, &base, &format!("status{user}@example.com")).await?;
         for _ in 0..REPORTS_PER_USER {
-            let report: Value = http
-                .post(format!("{base}/reports"))
-                .bearer_auth(&token)
-                .json(&json!({"report_type": "profile", "format": "pdf"}))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            let id = report["id"].as_str().unwrap().to_owned();
+            let id = common::profile_report(&http, &base, &token).await?;
             reads.push((format!("/reports/{id}"), token.clone()));
         }
     }

@@ -27,8 +27,7 @@ use chrono::Utc;
 use quire_core::model::{Claim, Lease, StoredOutput};
 use quire_core::queue::DatabaseQueue;
 use quire_core::store::{PgStore, PoolSettings, RecordStore};
-use serde_json::{Value, json};
-use uuid::Uuid;
+use serde_json::Value;
 
 const WAITERS: usize = 1_000;
 const HOLD: Duration = Duration::from_secs(5);
@@ -75,15 +74,7 @@ async fn main() -> anyhow::Result<()> {
     let token = common::access_token(&http, &base, "waiters@example.com").await?;
     let mut ids = Vec::with_capacity(WAITERS);
     for _ in 0..WAITERS {
-        let report: Value = http
-            .post(format!("{base}/reports"))
-            .bearer_auth(&token)
-            .json(&json!({"report_type": "profile", "format": "pdf"}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        ids.push(report["id"].as_str().unwrap().parse::<Uuid>()?);
+        ids.push(common::profile_report(&http, &base, &token).await?);
     }
 
     // The app's connections to its database (open, and busy in a statement or transaction),

@@ -101,6 +101,28 @@ pub async fn access_token(
         .ok_or_else(|| anyhow::anyhow!("sign-in answered no access token"))
 }
 
+/// Requests a profile PDF as the holder of `token`; returns the new report's id.
+pub async fn profile_report(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> anyhow::Result<uuid::Uuid> {
+    let report: serde_json::Value = http
+        .post(format!("{base}/reports"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"report_type": "profile", "format": "pdf"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    report["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("the new report has no id: {report}"))?
+        .parse()
+        .map_err(Into::into)
+}
+
 /// The p50 and p99 of `v` (zero when empty).
 pub fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
     if v.is_empty() {
