@@ -1,8 +1,9 @@
 //! The embedded pipeline: `quire dev` in this process (SQLite, the database queue, local
 //! files, its worker with its defaults: 10 reports in hand, one render per core), 500
 //! profile PDFs requested by 16 clients. Printed: reports/s from the first request to the
-//! last completion, and that figure against the render-only rate × cores (measured here too: one thread rendering profile
-//! PDFs for 3 s). Target (issue 13): ≥ 80 % of render-only × cores.
+//! last completion, and that figure against the render-only rate × cores (measured here
+//! too: one thread rendering profile PDFs for 3 s). Target (issue 13): ≥ 80 % of
+//! render-only × cores.
 //!
 //! ```sh
 //! cargo bench --profile dev --workspace --bench embedded
