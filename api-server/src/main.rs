@@ -21,6 +21,11 @@ mod config;
 
 use config::{Command, Config, Orchestrator};
 
+/// A faster allocator than glibc's for the many small allocations of requests and renders
+/// (see the workspace `Cargo.toml`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

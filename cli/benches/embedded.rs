@@ -21,6 +21,10 @@ use quire_core::model::{ReportCounts, User};
 use quire_core::{ReportStatus, ReportType};
 use serde_json::{Value, json};
 
+/// The allocator the binaries use (see the workspace `Cargo.toml`), so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const REPORTS: usize = 500;
 const CLIENTS: usize = 16;
 

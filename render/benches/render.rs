@@ -27,6 +27,10 @@ use quire_render::{
 };
 use serde_json::{Value, json};
 
+/// The allocator the binaries use (see the workspace `Cargo.toml`), so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const MILLION: usize = 1_000_000;
 
 #[tokio::main]

@@ -16,6 +16,11 @@ use quire_render::DataSources;
 use quire_worker::{Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
+/// A faster allocator than glibc's for the many small allocations of requests and renders
+/// (see the workspace `Cargo.toml`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Quire worker: claims reports from the work queue, renders and stores them.
 #[derive(Debug, Parser)]
 #[command(version)]

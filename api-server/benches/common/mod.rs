@@ -15,6 +15,10 @@ use quire_core::storage::LocalStorage;
 use quire_core::store::{RecordStore, SqliteStore};
 use secrecy::SecretString;
 
+/// The allocator the binaries use (see the workspace `Cargo.toml`), so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The benchmark configuration: bcrypt at `bcrypt_cost`, every auth rate limit off (a
 /// benchmark's burst comes from one address; it measures the hasher, not the limits).
 pub fn config(bcrypt_cost: u32) -> ApiConfig {
