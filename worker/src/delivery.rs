@@ -72,6 +72,8 @@ struct Attempt<'a> {
     owner: String,
     /// An earlier claim may have stored the output: look for it before rendering.
     claimed_before: bool,
+    /// When the claim was sent: its lease runs at least `lease` from here.
+    claimed_at: Instant,
     delivery: &'a Delivery,
 }
 
@@ -174,6 +176,7 @@ impl Worker {
         hard_stop: &CancellationToken,
     ) -> quire_core::Result<(ReportLabels, Outcome)> {
         let receipt = &delivery.receipt;
+        let claimed_at = Instant::now();
         let now = Utc::now();
         let lease = Lease {
             owner: self.lease_owner(),
@@ -208,6 +211,7 @@ impl Worker {
             report,
             owner: lease.owner,
             claimed_before,
+            claimed_at,
             delivery,
         };
         if attempt.report.attempts > self.config.max_attempts as i32 {
@@ -374,14 +378,20 @@ impl Worker {
         path: &Path,
     ) -> quire_core::Result<Outcome> {
         let report = &attempt.report;
-        // Checked right before writing, so a worker that lost the report does not
-        // overwrite the output of the one that took over.
-        let renewed = Lease {
-            owner: attempt.owner.clone(),
-            expires_at: Utc::now() + self.lease_chrono(),
-        };
-        if !self.store.renew_lease(report.id, &renewed).await? {
-            return self.lease_lost(attempt).await;
+        // A worker that lost the report must not overwrite the output of the one that took
+        // over. Another worker takes a report over only once its lease has expired, so a
+        // claim less than half a lease old needs no check (a fast render, the common case:
+        // one write fewer per report); an older one renews the lease right before writing.
+        // A cancel clears the lease without waiting for it to expire: the completion below
+        // names the lease, fails, and the cancelled report's output is deleted.
+        if attempt.claimed_at.elapsed() >= self.config.lease / 2 {
+            let renewed = Lease {
+                owner: attempt.owner.clone(),
+                expires_at: Utc::now() + self.lease_chrono(),
+            };
+            if !self.store.renew_lease(report.id, &renewed).await? {
+                return self.lease_lost(attempt).await;
+            }
         }
         let started = Instant::now();
         let stored = match self.storage.put_file(key, path, &output_meta(report)).await {

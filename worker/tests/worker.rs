@@ -8,14 +8,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::Utc;
 use quire_core::dispatch::{Dispatcher, QueueDispatcher};
-use quire_core::model::{Claim, Inserted, Lease, NewReport, NewUser, Report};
+use quire_core::model::{
+    Cancelled, Claim, Inserted, Lease, NewReport, NewUser, Report, StoredOutput,
+};
 use quire_core::queue::{DatabaseQueue, WorkQueue};
-use quire_core::storage::{LocalStorage, OutputStorage, output_key};
+use quire_core::storage::{DownloadUrl, LocalStorage, ObjectMeta, OutputStorage, output_key};
 use quire_core::store::RecordStore;
 use quire_core::{ReportFormat, ReportStatus, ReportType, WorkMessage};
 use quire_render::DataSources;
@@ -120,6 +123,15 @@ impl TestWorld {
     }
 
     fn worker(&self, config: WorkerConfig) -> Arc<Worker> {
+        self.worker_storing_in(self.storage.clone(), config)
+    }
+
+    /// A worker storing its outputs in `storage` instead of the world's.
+    fn worker_storing_in(
+        &self,
+        storage: Arc<dyn OutputStorage>,
+        config: WorkerConfig,
+    ) -> Arc<Worker> {
         let sources = DataSources::from_toml_str(&format!(
             r#"
             [sources.pokemon]
@@ -143,7 +155,7 @@ impl TestWorld {
         Arc::new(Worker::new(
             self.store.clone(),
             self.queue.clone(),
-            self.storage.clone(),
+            storage,
             Arc::new(sources),
             config,
         ))
@@ -522,6 +534,90 @@ async fn a_report_cancelled_while_rendering_leaves_no_output() {
         ReportStatus::Cancelled
     );
     assert!(!world.storage.exists(&output_key(&report)).await.unwrap());
+    assert!(
+        world.queue_is_empty(Duration::ZERO).await,
+        "the message is deleted"
+    );
+}
+
+/// Local storage whose owner cancels the report just before its output is stored: after
+/// the render, with the claim's lease fresh (the worker does not ask the database again).
+struct CancelledBeforeUpload {
+    inner: Arc<LocalStorage>,
+    store: Arc<dyn RecordStore>,
+    user_id: Uuid,
+    report_id: Uuid,
+}
+
+#[async_trait]
+impl OutputStorage for CancelledBeforeUpload {
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        meta: &ObjectMeta,
+    ) -> quire_core::Result<StoredOutput> {
+        let cancelled = self
+            .store
+            .cancel_report(self.user_id, self.report_id, Utc::now())
+            .await?;
+        assert!(
+            matches!(cancelled, Cancelled::Cancelled(_)),
+            "{cancelled:?}"
+        );
+        self.inner.put_file(key, path, meta).await
+    }
+    async fn delete(&self, key: &str) -> quire_core::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> quire_core::Result<bool> {
+        self.inner.exists(key).await
+    }
+    async fn stored(&self, key: &str) -> quire_core::Result<Option<StoredOutput>> {
+        self.inner.stored(key).await
+    }
+    async fn download_url(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        ttl: Duration,
+    ) -> quire_core::Result<DownloadUrl> {
+        self.inner.download_url(key, meta, ttl).await
+    }
+    fn recognises_url(&self, url: &str) -> bool {
+        self.inner.recognises_url(url)
+    }
+    async fn ping(&self) -> quire_core::Result<()> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_report_cancelled_between_render_and_upload_leaves_no_output() {
+    let world = TestWorld::new().await;
+    let report = world
+        .request(ReportType::Profile, ReportFormat::Pdf, json!({}))
+        .await;
+    let delivery = world.receive_one(Duration::from_secs(30)).await;
+    let storage = Arc::new(CancelledBeforeUpload {
+        inner: world.storage.clone(),
+        store: world.store.clone(),
+        user_id: world.user_id,
+        report_id: report.id,
+    });
+    let worker = world.worker_storing_in(storage, fast_config());
+
+    let outcome = worker.process(&delivery, &CancellationToken::new()).await;
+
+    assert_eq!(outcome, Outcome::Cancelled);
+    assert_eq!(
+        world.report(report.id).await.status,
+        ReportStatus::Cancelled
+    );
+    assert!(
+        !world.storage.exists(&output_key(&report)).await.unwrap(),
+        "the uploaded output is deleted"
+    );
     assert!(
         world.queue_is_empty(Duration::ZERO).await,
         "the message is deleted"
