@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use clap::builder::TypedValueParser as _;
 use prometheus_client::registry::Registry;
 use quire_core::backends::{BackendArgs, Backends};
 use quire_core::dispatch::AttemptArgs;
@@ -37,12 +38,12 @@ struct Config {
     /// Reports in hand at once (claimed, rendering or being stored; default 10, or the
     /// CPU count if higher).
     #[arg(long, env = "QUIRE_WORKER_CONCURRENCY",
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
-    concurrency: Option<u64>,
+          value_parser = clap::value_parser!(u64).range(1..=1024).try_map(usize::try_from))]
+    concurrency: Option<usize>,
     /// Renders using the CPU at once (default: the CPU count).
     #[arg(long, env = "QUIRE_WORKER_RENDER_THREADS",
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
-    render_threads: Option<u64>,
+          value_parser = clap::value_parser!(u64).range(1..=1024).try_map(usize::try_from))]
+    render_threads: Option<usize>,
     /// Attempts before a report fails for good, and the oldest a report may get.
     #[command(flatten)]
     attempts: AttemptArgs,
@@ -87,12 +88,8 @@ async fn run_main() -> anyhow::Result<()> {
 
     let defaults = WorkerConfig::default();
     let worker_config = WorkerConfig {
-        concurrency: config
-            .concurrency
-            .map_or(defaults.concurrency, |c| usize::try_from(c).unwrap_or(1024)),
-        render_threads: config.render_threads.map_or(defaults.render_threads, |c| {
-            usize::try_from(c).unwrap_or(1024)
-        }),
+        concurrency: config.concurrency.unwrap_or(defaults.concurrency),
+        render_threads: config.render_threads.unwrap_or(defaults.render_threads),
         max_attempts: config.attempts.max_attempts,
         max_age: config.attempts.max_report_age,
         lease: Duration::from_secs(config.visibility_timeout),
