@@ -10,25 +10,24 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is the failure report
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use chrono::Utc;
 use quire_api::{ApiConfig, AppState, app, serve};
 use quire_core::aws::AwsTimeouts;
 use quire_core::dispatch::{Dispatcher, QueueDispatcher, RescuePolicy, Rescued};
-use quire_core::model::{Claim, Inserted, Lease, NewReport, NewUser, Report, StoredOutput};
+use quire_core::model::{Claim, Inserted, Lease, NewReport, NewUser, Report};
 use quire_core::orchestrator::Builtin;
 use quire_core::queue::{DatabaseQueue, Delivery, SqsQueue, WorkQueue};
-use quire_core::storage::{DownloadUrl, LocalStorage, ObjectMeta, OutputStorage, S3Storage};
+use quire_core::storage::{LocalStorage, OutputStorage, S3Storage};
 use quire_core::store::{PgStore, PoolSettings, RecordStore};
 use quire_core::{ReportFormat, ReportStatus, ReportType};
 use quire_render::DataSources;
 use quire_testing::aws::Emulator;
 use quire_testing::proxy::{FaultProxy, Mode};
+use quire_testing::storage::AroundPut;
 use quire_worker::{Outcome, Worker, WorkerConfig};
 use reqwest::StatusCode;
 use secrecy::SecretString;
@@ -259,52 +258,6 @@ quire_testing::on_each_emulator!(
 
 // ---- a worker killed between upload and record --------------------------------------------
 
-/// S3 as a worker killed right after its upload saw it: the upload happens, then the
-/// worker is gone (its `put_file` never returns, and the test aborts the task).
-struct DiesAfterUpload {
-    inner: Arc<S3Storage>,
-    uploaded: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
-}
-
-#[async_trait]
-impl OutputStorage for DiesAfterUpload {
-    async fn put_file(
-        &self,
-        key: &str,
-        path: &Path,
-        meta: &ObjectMeta,
-    ) -> quire_core::Result<StoredOutput> {
-        self.inner.put_file(key, path, meta).await?;
-        if let Some(uploaded) = self.uploaded.lock().unwrap().take() {
-            let _ = uploaded.send(());
-        }
-        std::future::pending().await
-    }
-    async fn delete(&self, key: &str) -> quire_core::Result<()> {
-        self.inner.delete(key).await
-    }
-    async fn exists(&self, key: &str) -> quire_core::Result<bool> {
-        self.inner.exists(key).await
-    }
-    async fn stored(&self, key: &str) -> quire_core::Result<Option<StoredOutput>> {
-        self.inner.stored(key).await
-    }
-    async fn download_url(
-        &self,
-        key: &str,
-        meta: &ObjectMeta,
-        ttl: Duration,
-    ) -> quire_core::Result<DownloadUrl> {
-        self.inner.download_url(key, meta, ttl).await
-    }
-    fn recognises_url(&self, url: &str) -> bool {
-        self.inner.recognises_url(url)
-    }
-    async fn ping(&self) -> quire_core::Result<()> {
-        self.inner.ping().await
-    }
-}
-
 async fn a_worker_killed_between_upload_and_record_leaves_one_object_version_and_one_completion(
     emulator: Emulator,
 ) {
@@ -316,11 +269,16 @@ async fn a_worker_killed_between_upload_and_record_leaves_one_object_version_and
 
     // Worker A renders and uploads, and dies before recording the completion.
     let lease = Duration::from_secs(2);
+    // Its storage as a worker killed right after its upload saw it: the upload happens,
+    // then the worker is gone (its `put_file` never returns, and the test aborts the task).
     let (uploaded, died) = tokio::sync::oneshot::channel();
-    let doomed = Arc::new(DiesAfterUpload {
-        inner: aws.storage.clone(),
-        uploaded: Mutex::new(Some(uploaded)),
-    });
+    let uploaded = Arc::new(Mutex::new(Some(uploaded)));
+    let doomed = Arc::new(AroundPut::new(aws.storage.clone()).after_put(move || {
+        if let Some(uploaded) = uploaded.lock().unwrap().take() {
+            let _ = uploaded.send(());
+        }
+        std::future::pending()
+    }));
     let a = worker(records.clone(), aws.queue.clone(), doomed, lease);
     let delivery = next_delivery(&*aws.queue, lease, Duration::from_secs(10)).await;
     let killed = tokio::spawn(async move { a.process(&delivery, &CancellationToken::new()).await });

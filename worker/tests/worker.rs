@@ -8,20 +8,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::Utc;
 use quire_core::dispatch::{Dispatcher, QueueDispatcher};
-use quire_core::model::{
-    Cancelled, Claim, Inserted, Lease, NewReport, NewUser, Report, StoredOutput,
-};
+use quire_core::model::{Cancelled, Claim, Inserted, Lease, NewReport, NewUser, Report};
 use quire_core::queue::{DatabaseQueue, WorkQueue};
-use quire_core::storage::{DownloadUrl, LocalStorage, ObjectMeta, OutputStorage, output_key};
+use quire_core::storage::{LocalStorage, OutputStorage, output_key};
 use quire_core::store::RecordStore;
 use quire_core::{ReportFormat, ReportStatus, ReportType, WorkMessage};
 use quire_render::DataSources;
+use quire_testing::storage::AroundPut;
 use quire_worker::{Outcome, Worker, WorkerConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -540,58 +538,6 @@ async fn a_report_cancelled_while_rendering_leaves_no_output() {
     );
 }
 
-/// Local storage whose owner cancels the report just before its output is stored: after
-/// the render, with the claim's lease fresh (the worker does not ask the database again).
-struct CancelledBeforeUpload {
-    inner: Arc<LocalStorage>,
-    store: Arc<dyn RecordStore>,
-    user_id: Uuid,
-    report_id: Uuid,
-}
-
-#[async_trait]
-impl OutputStorage for CancelledBeforeUpload {
-    async fn put_file(
-        &self,
-        key: &str,
-        path: &Path,
-        meta: &ObjectMeta,
-    ) -> quire_core::Result<StoredOutput> {
-        let cancelled = self
-            .store
-            .cancel_report(self.user_id, self.report_id, Utc::now())
-            .await?;
-        assert!(
-            matches!(cancelled, Cancelled::Cancelled(_)),
-            "{cancelled:?}"
-        );
-        self.inner.put_file(key, path, meta).await
-    }
-    async fn delete(&self, key: &str) -> quire_core::Result<()> {
-        self.inner.delete(key).await
-    }
-    async fn exists(&self, key: &str) -> quire_core::Result<bool> {
-        self.inner.exists(key).await
-    }
-    async fn stored(&self, key: &str) -> quire_core::Result<Option<StoredOutput>> {
-        self.inner.stored(key).await
-    }
-    async fn download_url(
-        &self,
-        key: &str,
-        meta: &ObjectMeta,
-        ttl: Duration,
-    ) -> quire_core::Result<DownloadUrl> {
-        self.inner.download_url(key, meta, ttl).await
-    }
-    fn recognises_url(&self, url: &str) -> bool {
-        self.inner.recognises_url(url)
-    }
-    async fn ping(&self) -> quire_core::Result<()> {
-        self.inner.ping().await
-    }
-}
-
 #[tokio::test]
 async fn a_report_cancelled_between_render_and_upload_leaves_no_output() {
     let world = TestWorld::new().await;
@@ -599,12 +545,22 @@ async fn a_report_cancelled_between_render_and_upload_leaves_no_output() {
         .request(ReportType::Profile, ReportFormat::Pdf, json!({}))
         .await;
     let delivery = world.receive_one(Duration::from_secs(30)).await;
-    let storage = Arc::new(CancelledBeforeUpload {
-        inner: world.storage.clone(),
-        store: world.store.clone(),
-        user_id: world.user_id,
-        report_id: report.id,
-    });
+    // The owner cancels the report just before its output is stored: after the render,
+    // with the claim's lease fresh (the worker does not ask the database again).
+    let (store, user_id) = (world.store.clone(), world.user_id);
+    let storage = Arc::new(AroundPut::new(world.storage.clone()).before_put(move || {
+        let store = store.clone();
+        async move {
+            let cancelled = store
+                .cancel_report(user_id, report.id, Utc::now())
+                .await
+                .unwrap();
+            assert!(
+                matches!(cancelled, Cancelled::Cancelled(_)),
+                "{cancelled:?}"
+            );
+        }
+    }));
     let worker = world.worker_storing_in(storage, fast_config());
 
     let outcome = worker.process(&delivery, &CancellationToken::new()).await;
