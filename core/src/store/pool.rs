@@ -18,7 +18,14 @@ pub enum Pool<'a> {
 /// [`RecordStore`](super::RecordStore) implementation runs its statements on. Sealed:
 /// implemented by [`PgStore`](super::PgStore) and [`SqliteStore`](super::SqliteStore).
 pub trait SqlDatabase: sealed::Sealed + Send + Sync + 'static {
+    /// Where writes (and whatever is not marked a plain read) run.
     fn sql_pool(&self) -> Pool<'_>;
+
+    /// Where a plain read (one statement, no write) runs: on Postgres the same pool; on
+    /// SQLite connections of their own, so reads never queue behind the one writer.
+    fn sql_read_pool(&self) -> Pool<'_> {
+        self.sql_pool()
+    }
 
     /// Called after the store changed report `id` in a way its `ReportRequest` or a waiting
     /// client sees (status, progress, attempts, output): Postgres needs nothing (its

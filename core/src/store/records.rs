@@ -81,7 +81,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
 
     #[tracing::instrument(skip_all, fields(user_id = %id))]
     async fn user(&self, id: Uuid) -> crate::Result<Option<User>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let row: Option<rows::UserRow> = sqlx::query_as(sql::USER_BY_ID)
                 .bind(id)
                 .fetch_optional(pool)
@@ -92,7 +92,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
 
     #[tracing::instrument(skip_all)]
     async fn credentials(&self, email: &str) -> crate::Result<Option<UserCredentials>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let row: Option<rows::CredentialsRow> = sqlx::query_as(sql::CREDENTIALS_BY_EMAIL)
                 .bind(email)
                 .fetch_optional(pool)
@@ -125,7 +125,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
 
     #[tracing::instrument(skip_all)]
     async fn refresh_token(&self, token_hash: &[u8]) -> crate::Result<Option<RefreshToken>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let row: Option<rows::RefreshTokenRow> = sqlx::query_as(sql::REFRESH_TOKEN_BY_HASH)
                 .bind(token_hash)
                 .fetch_optional(pool)
@@ -182,7 +182,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
 
     #[tracing::instrument(skip_all, fields(user_id = %user_id))]
     async fn token_generation(&self, user_id: Uuid) -> crate::Result<Option<i64>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             Ok(sqlx::query_scalar(sql::TOKEN_GENERATION)
                 .bind(user_id)
                 .fetch_optional(pool)
@@ -304,7 +304,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
 
     #[tracing::instrument(skip_all, fields(user_id = %user_id))]
     async fn usage(&self, user_id: Uuid, now: DateTime<Utc>) -> crate::Result<Usage> {
-        let counts: UsageRow = on_pool!(self.sql_pool(), |pool| {
+        let counts: UsageRow = on_pool!(self.sql_read_pool(), |pool| {
             sqlx::query_as(sql::USAGE)
                 .bind(user_id)
                 .bind(rows::ts(now - chrono::Duration::hours(1)))
@@ -320,7 +320,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         completed_before: DateTime<Utc>,
         limit: u32,
     ) -> crate::Result<Vec<(Uuid, String)>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             Ok(sqlx::query_as(sql::EXPIRED_OUTPUTS)
                 .bind(rows::ts(completed_before))
                 .bind(rows::limit(limit))
@@ -347,7 +347,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
 
     #[tracing::instrument(skip_all, fields(report_id = %id))]
     async fn report(&self, id: Uuid) -> crate::Result<Option<Report>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let row: Option<rows::ReportRow> = sqlx::query_as(sql::REPORT_BY_ID)
                 .bind(id)
                 .fetch_optional(pool)
@@ -358,7 +358,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
 
     #[tracing::instrument(skip_all, fields(report_id = %id, user_id = %user_id))]
     async fn user_report(&self, user_id: Uuid, id: Uuid) -> crate::Result<Option<Report>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let row: Option<rows::ReportRow> = sqlx::query_as(sql::USER_REPORT)
                 .bind(id)
                 .bind(user_id)
@@ -376,7 +376,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
     ) -> crate::Result<(Option<i64>, Option<Report>)> {
         let row: Option<rows::ReportAndGenerationRow> = match self.status_reads() {
             Some(reads) => reads.read(user_id, id).await?,
-            None => on_pool!(self.sql_pool(), |pool| {
+            None => on_pool!(self.sql_read_pool(), |pool| {
                 sqlx::query_as(sql::USER_REPORT_AND_GENERATION)
                     .bind(id)
                     .bind(user_id)
@@ -398,7 +398,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         user_id: Uuid,
         filter: &ReportFilter,
     ) -> crate::Result<Vec<Report>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let limit = rows::limit(filter.limit);
             let query = match (filter.status, filter.before) {
                 (None, None) => sqlx::query_as(sql::LIST_REPORTS).bind(user_id).bind(limit),
@@ -423,7 +423,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
 
     #[tracing::instrument(skip_all, fields(user_id = %user_id))]
     async fn report_counts(&self, user_id: Uuid) -> crate::Result<ReportCounts> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let rows: Vec<rows::CountRow> = sqlx::query_as(sql::REPORT_COUNTS)
                 .bind(user_id)
                 .fetch_all(pool)
@@ -443,7 +443,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         since: DateTime<Utc>,
         limit: u32,
     ) -> crate::Result<Vec<Report>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let rows: Vec<rows::ReportRow> = sqlx::query_as(sql::REPORTS_SINCE)
                 .bind(user_id)
                 .bind(rows::ts(since))
@@ -560,7 +560,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         stranded_before: DateTime<Utc>,
         limit: u32,
     ) -> crate::Result<Vec<Report>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let rows: Vec<rows::ReportRow> = sqlx::query_as(sql::STRANDED_REPORTS)
                 .bind(rows::ts(stranded_before))
                 .bind(rows::limit(limit))
@@ -605,7 +605,7 @@ impl<S: SqlDatabase> crate::store::RecordStore for S {
         created_before: DateTime<Utc>,
         limit: u32,
     ) -> crate::Result<Vec<Report>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let rows: Vec<rows::ReportRow> = sqlx::query_as(sql::PENDING_REPORTS)
                 .bind(rows::ts(created_before))
                 .bind(rows::limit(limit))

@@ -281,7 +281,7 @@ impl<S: SqlDatabase> WebhookStore for S {
 
     #[tracing::instrument(skip_all, fields(user_id = %user_id, webhook_id = %id))]
     async fn user_webhook(&self, user_id: Uuid, id: Uuid) -> Result<Option<Webhook>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let row: Option<WebhookRow> = sqlx::query_as(USER_WEBHOOK)
                 .bind(id)
                 .bind(user_id)
@@ -293,7 +293,7 @@ impl<S: SqlDatabase> WebhookStore for S {
 
     #[tracing::instrument(skip_all, fields(user_id = %user_id))]
     async fn list_webhooks(&self, user_id: Uuid) -> Result<Vec<Webhook>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let rows: Vec<WebhookRow> = sqlx::query_as(LIST_WEBHOOKS)
                 .bind(user_id)
                 .fetch_all(pool)
@@ -316,7 +316,7 @@ impl<S: SqlDatabase> WebhookStore for S {
 
     #[tracing::instrument(skip_all, fields(webhook_id = %webhook_id))]
     async fn webhook_deliveries(&self, webhook_id: Uuid, limit: u32) -> Result<Vec<Delivery>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let rows: Vec<DeliveryRow> = sqlx::query_as(WEBHOOK_DELIVERIES)
                 .bind(webhook_id)
                 .bind(rows::limit(limit))
@@ -328,7 +328,7 @@ impl<S: SqlDatabase> WebhookStore for S {
 
     #[tracing::instrument(skip_all, fields(delivery_id = %id))]
     async fn delivery(&self, id: Uuid) -> Result<Option<Delivery>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let row: Option<DeliveryRow> = sqlx::query_as(DELIVERY)
                 .bind(id)
                 .fetch_optional(pool)
@@ -362,7 +362,7 @@ impl<S: SqlDatabase> WebhookStore for S {
 
     #[tracing::instrument(skip_all, fields(webhook_id = %webhook_id))]
     async fn delivery_target(&self, webhook_id: Uuid) -> Result<Option<DeliveryTarget>> {
-        on_pool!(self.sql_pool(), |pool| {
+        on_pool!(self.sql_read_pool(), |pool| {
             let row: Option<TargetRow> = sqlx::query_as(DELIVERY_TARGET)
                 .bind(webhook_id)
                 .fetch_optional(pool)
