@@ -21,8 +21,8 @@ mod config;
 
 use config::{Command, Config, Orchestrator};
 
-/// A faster allocator than glibc's for the many small allocations of requests and renders
-/// (see the workspace `Cargo.toml`).
+/// mimalloc, faster than glibc's malloc at the many small allocations of requests,
+/// reconciles and renders (see the workspace `Cargo.toml`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

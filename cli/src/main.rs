@@ -8,8 +8,8 @@ use clap::Parser;
 use quire::args::{Cli, Command, completions};
 use quire::client::error::exit;
 
-/// A faster allocator than glibc's for the many small allocations of requests and renders
-/// (see the workspace `Cargo.toml`).
+/// mimalloc, faster than glibc's malloc at the many small allocations of requests,
+/// reconciles and renders (see the workspace `Cargo.toml`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

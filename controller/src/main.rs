@@ -18,8 +18,8 @@ use quire_core::startup::{CONTROLLER_PROBE_PORT, DatabaseArgs, ProbeArgs};
 use quire_core::store::RecordStore;
 use tokio_util::sync::CancellationToken;
 
-/// A faster allocator than glibc's for the many small allocations of requests and renders
-/// (see the workspace `Cargo.toml`).
+/// mimalloc, faster than glibc's malloc at the many small allocations of requests,
+/// reconciles and renders (see the workspace `Cargo.toml`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
