@@ -624,7 +624,10 @@ impl Heartbeat {
     /// when it changes. Cancels `lost` when the store says the lease is gone.
     async fn run(self, lost: CancellationToken) {
         let mut written = 0u8;
-        let mut ticker = tokio::time::interval(self.config.progress_interval);
+        // The first look is one interval in, not at once: a report that finishes sooner
+        // (most do) writes no progress at all, its completion says 100.
+        let period = self.config.progress_interval;
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let mut last_renewal = tokio::time::Instant::now();
         let mut last_check = last_renewal;
         loop {
@@ -675,5 +678,106 @@ impl Heartbeat {
             owner: self.owner.clone(),
             expires_at: Utc::now() + self.lease,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quire_core::model::{Inserted, NewReport, NewUser};
+    use quire_core::queue::DatabaseQueue;
+    use quire_core::{ReportFormat, ReportType};
+
+    use super::*;
+    use crate::WorkerConfig;
+
+    #[tokio::test]
+    async fn a_heartbeat_writes_progress_only_once_its_first_interval_has_passed() {
+        let (sqlite, _dir) = quire_testing::fresh_sqlite().await;
+        let queue = Arc::new(DatabaseQueue::sqlite(sqlite.pool().clone()));
+        let store: Arc<dyn RecordStore> = sqlite;
+        let user_id = Uuid::now_v7();
+        store
+            .create_user(NewUser {
+                id: user_id,
+                email: "heartbeat@example.com".into(),
+                password_hash: "x".into(),
+                created_at: Utc::now(),
+            })
+            .await
+            .unwrap();
+        let Inserted::Created(report) = store
+            .insert_report(NewReport {
+                id: Uuid::now_v7(),
+                user_id,
+                report_type: ReportType::Profile,
+                format: ReportFormat::Pdf,
+                parameters: serde_json::json!({}),
+                idempotency_key: None,
+                request_fingerprint: None,
+                created_at: Utc::now(),
+                traceparent: None,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("a new report")
+        };
+        let lease = chrono::Duration::seconds(60);
+        let owner = "worker-test/1".to_owned();
+        let claim = store
+            .claim_report(
+                report.id,
+                &Lease {
+                    owner: owner.clone(),
+                    expires_at: Utc::now() + lease,
+                },
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(claim, Claim::Claimed { .. }), "{claim:?}");
+
+        // The render is already at 60 % when the heartbeat starts, as a fast one is.
+        let progress = Progress::new();
+        progress.set(60);
+        let interval = Duration::from_secs(2);
+        let heartbeat = Heartbeat {
+            store: store.clone(),
+            queue,
+            config: WorkerConfig {
+                progress_interval: interval,
+                heartbeat: Duration::from_secs(60),
+                ..WorkerConfig::default()
+            },
+            lease,
+            report_id: report.id,
+            owner,
+            receipt: Receipt("unused.unused".to_owned()),
+            progress,
+        };
+        let started = tokio::time::Instant::now();
+        let beating = AbortOnDropHandle::new(tokio::spawn(heartbeat.run(CancellationToken::new())));
+        let stored = || async { store.report(report.id).await.unwrap().unwrap().progress };
+
+        // A report that finishes within the interval (most do) writes no progress at all.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if started.elapsed() < interval {
+            assert_eq!(
+                stored().await,
+                0,
+                "nothing written before the first interval"
+            );
+        }
+        // A longer render has its progress written after the interval.
+        let deadline = started + interval + Duration::from_secs(10);
+        while stored().await != 60 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the progress is written once the interval has passed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(started.elapsed() >= interval);
+        drop(beating);
     }
 }
