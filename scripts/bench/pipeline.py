@@ -619,6 +619,7 @@ class Pipeline:
         for name in cpu1:
             if cpu0.get(name) is not None and cpu1.get(name) is not None:
                 cpu[name] = round(cpu1[name] - cpu0[name], 1)
+        ceiling = emulator_ceiling(requests, completed, rate)
         fig = {
             "emulator": a.emulator,
             "emulator_version": a.emulator_version,
@@ -650,6 +651,9 @@ class Pipeline:
             "emulator_rate": rate,
             "ratio_reports_per_send_message": round(reports_per_s / rate["send_message_per_s"], 4)
             if reports_per_s and rate.get("send_message_per_s") else None,
+            **ceiling,
+            "ratio_reports_per_ceiling": round(reports_per_s / ceiling["ceiling_reports_per_s"], 4)
+            if reports_per_s and ceiling.get("ceiling_reports_per_s") else None,
             "peak_rss_mib": {k: round(v / 1024, 1) for k, v in hwm.items()},
             "cpu_seconds": cpu,
             "window_seconds": round(window, 2),
@@ -711,6 +715,23 @@ class Pipeline:
         return out
 
 
+def emulator_ceiling(requests: dict, completed: int, rate: dict) -> dict:
+    """What the emulator alone could serve of this pipeline's requests, from its own
+    single-client rates: each SQS request costing a SendMessage, each S3 request a
+    PutObject (batch requests cost more, so this ceiling is if anything too high). Also
+    the SQS requests per report that a pipeline at 0.8 x SendMessage/s would have to make
+    do with, beside this pipeline's S3 requests."""
+    send, put = rate.get("send_message_per_s"), rate.get("put_object_per_s")
+    if not (completed and send and put):
+        return {}
+    sqs = sum(n for op, n in requests.items() if op.startswith("SQS ")) / completed
+    s3 = sum(n for op, n in requests.items() if op.startswith("S3 ")) / completed
+    return {
+        "ceiling_reports_per_s": round(1 / (s3 / put + sqs / send), 1),
+        "sqs_per_report_at_0_8": round(1.25 - s3 * send / put, 3),
+    }
+
+
 # ---- printing ----------------------------------------------------------------------------------
 
 
@@ -766,6 +787,12 @@ def print_block(fig: dict):
          "(the pipeline's mean)"),
         ("reports/s / SendMessage/s", fmt(fig["ratio_reports_per_send_message"], "", 4),
          "pipeline throughput vs the emulator's own"),
+        ("emulator ceiling reports/s", fmt(fig.get("ceiling_reports_per_s")),
+         "its rates alone, for this pipeline's requests per report"),
+        ("reports/s / ceiling", fmt(fig.get("ratio_reports_per_ceiling"), "", 4),
+         "the rest: CPU shared with Postgres, Quire and the harness"),
+        ("SQS req/report 0.8 would allow", fmt(fig.get("sqs_per_report_at_0_8"), "", 3),
+         "beside this pipeline's S3 requests, for 0.8 x SendMessage/s"),
     ]
     for proc, mib in sorted(fig["peak_rss_mib"].items()):
         rows.append((f"peak RSS {proc}", f"{mib:.1f} MiB", "VmHWM"))
@@ -809,6 +836,10 @@ def print_summary(figs: list[dict]):
          [fmt(f["emulator_rate"].get("put_object_per_s")) for f in figs]),
         ("reports/s / SendMessage/s",
          [fmt(f["ratio_reports_per_send_message"], "", 4) for f in figs]),
+        ("emulator ceiling reports/s", [fmt(f.get("ceiling_reports_per_s")) for f in figs]),
+        ("reports/s / ceiling", [fmt(f.get("ratio_reports_per_ceiling"), "", 4) for f in figs]),
+        ("SQS req/report 0.8 would allow",
+         [fmt(f.get("sqs_per_report_at_0_8"), "", 3) for f in figs]),
         ("peak RSS api-server (MiB)", [fmt(f["peak_rss_mib"].get("api-server")) for f in figs]),
         ("peak RSS workers (MiB, max)",
          [fmt(max((v for k, v in f["peak_rss_mib"].items() if k.startswith("worker")),
