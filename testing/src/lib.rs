@@ -8,6 +8,7 @@ pub mod aws;
 pub mod kube_api;
 pub mod metrics;
 pub mod proxy;
+pub mod records;
 pub mod storage;
 
 use std::sync::Arc;

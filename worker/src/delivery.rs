@@ -683,9 +683,9 @@ impl Heartbeat {
 
 #[cfg(test)]
 mod tests {
-    use quire_core::model::{Inserted, NewReport, NewUser};
     use quire_core::queue::DatabaseQueue;
     use quire_core::{ReportFormat, ReportType};
+    use quire_testing::records::{new_report, new_user};
 
     use super::*;
     use crate::WorkerConfig;
@@ -695,33 +695,15 @@ mod tests {
         let (sqlite, _dir) = quire_testing::fresh_sqlite().await;
         let queue = Arc::new(DatabaseQueue::sqlite(sqlite.pool().clone()));
         let store: Arc<dyn RecordStore> = sqlite;
-        let user_id = Uuid::now_v7();
-        store
-            .create_user(NewUser {
-                id: user_id,
-                email: "heartbeat@example.com".into(),
-                password_hash: "x".into(),
-                created_at: Utc::now(),
-            })
-            .await
-            .unwrap();
-        let Inserted::Created(report) = store
-            .insert_report(NewReport {
-                id: Uuid::now_v7(),
-                user_id,
-                report_type: ReportType::Profile,
-                format: ReportFormat::Pdf,
-                parameters: serde_json::json!({}),
-                idempotency_key: None,
-                request_fingerprint: None,
-                created_at: Utc::now(),
-                traceparent: None,
-            })
-            .await
-            .unwrap()
-        else {
-            panic!("a new report")
-        };
+        let user_id = new_user(&*store).await;
+        let report = new_report(
+            &*store,
+            user_id,
+            ReportType::Profile,
+            ReportFormat::Pdf,
+            serde_json::json!({}),
+        )
+        .await;
         let lease = chrono::Duration::seconds(60);
         let owner = "worker-test/1".to_owned();
         let claim = store

@@ -12,16 +12,16 @@ use axum::Router;
 use axum::routing::get;
 use chrono::Utc;
 use quire_core::dispatch::{Dispatcher, QueueDispatcher};
-use quire_core::model::{Cancelled, Inserted, NewReport, NewUser};
+use quire_core::model::Cancelled;
 use quire_core::queue::{DatabaseQueue, WorkQueue};
 use quire_core::storage::LocalStorage;
 use quire_core::store::RecordStore;
 use quire_core::{ReportFormat, ReportType};
 use quire_render::DataSources;
+use quire_testing::records::{new_report, new_user};
 use quire_worker::{Outcome, Worker, WorkerConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 const ROWS: usize = 100_000;
 
@@ -87,33 +87,15 @@ async fn cancelling_a_long_render_stops_its_cpu_work_within_a_second_or_so() {
         )
         .unwrap(),
     );
-    let user_id = Uuid::now_v7();
-    records
-        .create_user(NewUser {
-            id: user_id,
-            email: "cancel@example.com".into(),
-            password_hash: "x".into(),
-            created_at: Utc::now(),
-        })
-        .await
-        .unwrap();
-    let Inserted::Created(report) = records
-        .insert_report(NewReport {
-            id: Uuid::now_v7(),
-            user_id,
-            report_type: ReportType::Dataset,
-            format: ReportFormat::Pdf,
-            parameters: json!({"source": "big"}),
-            idempotency_key: None,
-            request_fingerprint: None,
-            created_at: Utc::now(),
-            traceparent: None,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("a new report")
-    };
+    let user_id = new_user(&*records).await;
+    let report = new_report(
+        &*records,
+        user_id,
+        ReportType::Dataset,
+        ReportFormat::Pdf,
+        json!({"source": "big"}),
+    )
+    .await;
     QueueDispatcher::new(records.clone(), queue.clone())
         .dispatch(&report)
         .await

@@ -18,7 +18,7 @@ use chrono::Utc;
 use quire_api::{ApiConfig, AppState, app, serve};
 use quire_core::aws::AwsTimeouts;
 use quire_core::dispatch::{Dispatcher, QueueDispatcher, RescuePolicy, Rescued};
-use quire_core::model::{Claim, Inserted, Lease, NewReport, NewUser, Report};
+use quire_core::model::{Claim, Lease, Report};
 use quire_core::orchestrator::Builtin;
 use quire_core::queue::{DatabaseQueue, Delivery, SqsQueue, WorkQueue};
 use quire_core::storage::{LocalStorage, OutputStorage, S3Storage};
@@ -27,6 +27,7 @@ use quire_core::{ReportFormat, ReportStatus, ReportType};
 use quire_render::DataSources;
 use quire_testing::aws::Emulator;
 use quire_testing::proxy::{FaultProxy, Mode};
+use quire_testing::records::{new_report, new_user};
 use quire_testing::storage::AroundPut;
 use quire_worker::{Outcome, Worker, WorkerConfig};
 use reqwest::StatusCode;
@@ -149,7 +150,14 @@ async fn world(emulator: Emulator) -> (Arc<dyn RecordStore>, Aws, Report) {
     let records: Arc<dyn RecordStore> = quire_testing::fresh_postgres().await;
     let aws = aws(emulator).await;
     let user = new_user(&*records).await;
-    let report = new_report(&*records, user).await;
+    let report = new_report(
+        &*records,
+        user,
+        ReportType::Profile,
+        ReportFormat::Pdf,
+        json!({}),
+    )
+    .await;
     (records, aws, report)
 }
 
@@ -159,41 +167,6 @@ fn short_timeouts() -> AwsTimeouts {
         read: Duration::from_secs(1),
         operation: Duration::from_secs(2),
     }
-}
-
-async fn new_user(store: &dyn RecordStore) -> Uuid {
-    let id = Uuid::now_v7();
-    store
-        .create_user(NewUser {
-            id,
-            email: format!("{}@example.com", id.simple()),
-            password_hash: "$2b$04$unused".into(),
-            created_at: Utc::now(),
-        })
-        .await
-        .unwrap();
-    id
-}
-
-async fn new_report(store: &dyn RecordStore, user_id: Uuid) -> Report {
-    let inserted = store
-        .insert_report(NewReport {
-            id: Uuid::now_v7(),
-            user_id,
-            report_type: ReportType::Profile,
-            format: ReportFormat::Pdf,
-            parameters: json!({}),
-            idempotency_key: None,
-            request_fingerprint: None,
-            created_at: Utc::now(),
-            traceparent: None,
-        })
-        .await
-        .unwrap();
-    let Inserted::Created(report) = inserted else {
-        panic!("a new report")
-    };
-    report
 }
 
 fn worker(
