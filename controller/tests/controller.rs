@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use quire_controller::{Context, LeaderElection, Metrics, RunError, Settings, run};
 use quire_core::dispatch::QueueDispatcher;
-use quire_core::model::{Claim, Lease as WorkLease, NewReport, NewUser, Report, StoredOutput};
+use quire_core::model::{Claim, Lease as WorkLease, NewUser, Report, StoredOutput};
 use quire_core::queue::{DatabaseQueue, WorkQueue};
 use quire_core::storage::{LocalStorage, ObjectMeta, OutputStorage, output_key};
 use quire_core::store::{PgStore, RecordStore};
@@ -24,6 +24,7 @@ use quire_core::{ReportFormat, ReportStatus, ReportType, WorkMessage};
 use quire_crds::report_request::{Phase, condition};
 use quire_crds::{ReportRequest, ReportRequestSpec};
 use quire_testing::kube_api::FakeApiServer;
+use quire_testing::records::new_report;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -147,25 +148,7 @@ impl Harness {
 
     /// A report row as `POST /reports` writes it.
     async fn report_row(&self, report_type: ReportType, format: ReportFormat) -> Report {
-        let inserted = self
-            .store
-            .insert_report(NewReport {
-                id: Uuid::now_v7(),
-                user_id: self.user,
-                report_type,
-                format,
-                parameters: json!({}),
-                idempotency_key: None,
-                request_fingerprint: None,
-                created_at: Utc::now(),
-                traceparent: None,
-            })
-            .await
-            .expect("insert a report");
-        match inserted {
-            quire_core::model::Inserted::Created(report) => report,
-            other => panic!("expected a new report, got {other:?}"),
-        }
+        new_report(&*self.store, self.user, report_type, format, json!({})).await
     }
 
     /// A row and its ReportRequest, as the API server creates them in cluster mode.

@@ -22,7 +22,7 @@ pub async fn new_user(store: &dyn RecordStore) -> Uuid {
     id
 }
 
-/// A new `pending` report of `user_id`, created now.
+/// A new `pending` report of `user_id`, checked and stored as `POST /reports` stores it.
 pub async fn new_report(
     store: &dyn RecordStore,
     user_id: Uuid,
@@ -30,20 +30,9 @@ pub async fn new_report(
     format: ReportFormat,
     parameters: Value,
 ) -> Report {
-    let inserted = store
-        .insert_report(NewReport {
-            id: Uuid::now_v7(),
-            user_id,
-            report_type,
-            format,
-            parameters,
-            idempotency_key: None,
-            request_fingerprint: None,
-            created_at: Utc::now(),
-            traceparent: None,
-        })
-        .await
-        .expect("insert a report");
+    let report = NewReport::new(Uuid::now_v7(), user_id, report_type, format, &parameters)
+        .expect("a valid report request");
+    let inserted = store.insert_report(report).await.expect("insert a report");
     let Inserted::Created(report) = inserted else {
         panic!("a new report, got {inserted:?}")
     };

@@ -13,12 +13,13 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::Utc;
 use quire_core::dispatch::{Dispatcher, QueueDispatcher};
-use quire_core::model::{Cancelled, Claim, Inserted, Lease, NewReport, NewUser, Report};
+use quire_core::model::{Cancelled, Claim, Lease, NewUser, Report};
 use quire_core::queue::{DatabaseQueue, WorkQueue};
 use quire_core::storage::{LocalStorage, OutputStorage, output_key};
 use quire_core::store::RecordStore;
 use quire_core::{ReportFormat, ReportStatus, ReportType, WorkMessage};
 use quire_render::DataSources;
+use quire_testing::records::new_report;
 use quire_testing::storage::AroundPut;
 use quire_worker::{Outcome, Worker, WorkerConfig};
 use serde_json::{Value, json};
@@ -166,24 +167,7 @@ impl TestWorld {
         format: ReportFormat,
         parameters: Value,
     ) -> Report {
-        let inserted = self
-            .store
-            .insert_report(NewReport {
-                id: Uuid::now_v7(),
-                user_id: self.user_id,
-                report_type,
-                format,
-                parameters,
-                idempotency_key: None,
-                request_fingerprint: None,
-                created_at: Utc::now(),
-                traceparent: None,
-            })
-            .await
-            .unwrap();
-        let Inserted::Created(report) = inserted else {
-            panic!("expected a new report")
-        };
+        let report = new_report(&*self.store, self.user_id, report_type, format, parameters).await;
         QueueDispatcher::new(self.store.clone(), self.queue.clone())
             .dispatch(&report)
             .await
