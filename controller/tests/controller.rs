@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use quire_controller::{Context, LeaderElection, Metrics, RunError, Settings, run};
 use quire_core::dispatch::QueueDispatcher;
-use quire_core::model::{Claim, Lease as WorkLease, NewUser, Report, StoredOutput};
+use quire_core::model::{Claim, Lease as WorkLease, Report, StoredOutput};
 use quire_core::queue::{DatabaseQueue, WorkQueue};
 use quire_core::storage::{LocalStorage, ObjectMeta, OutputStorage, output_key};
 use quire_core::store::{PgStore, RecordStore};
@@ -24,7 +24,7 @@ use quire_core::{ReportFormat, ReportStatus, ReportType, WorkMessage};
 use quire_crds::report_request::{Phase, condition};
 use quire_crds::{ReportRequest, ReportRequestSpec};
 use quire_testing::kube_api::FakeApiServer;
-use quire_testing::records::new_report;
+use quire_testing::records::{new_report, new_user};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -76,16 +76,7 @@ impl Harness {
             )
             .expect("local storage"),
         );
-        let user = Uuid::now_v7();
-        store
-            .create_user(NewUser {
-                id: user,
-                email: format!("{user}@example.com"),
-                password_hash: "x".to_owned(),
-                created_at: Utc::now(),
-            })
-            .await
-            .expect("create a user");
+        let user = new_user(&*store).await;
         Self {
             server,
             store,

@@ -627,9 +627,10 @@ impl Heartbeat {
         // The first look is one interval in, not at once: a report that finishes sooner
         // (most do) writes no progress at all, its completion says 100.
         let period = self.config.progress_interval;
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        let mut last_renewal = tokio::time::Instant::now();
-        let mut last_check = last_renewal;
+        let started = tokio::time::Instant::now();
+        let mut ticker = tokio::time::interval_at(started + period, period);
+        let mut last_renewal = started;
+        let mut last_check = started;
         loop {
             ticker.tick().await;
             let now = self.progress.get();
